@@ -1,0 +1,110 @@
+"""Shell commands as data: each function returns text and runs nothing."""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from pathlib import PurePosixPath
+
+from dockyard.inventory import Docker
+from dockyard.spec import NETWORK, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Rendered
+
+HEALTH_INTERVAL = "2s"
+
+
+def docker(*args: str) -> str:
+    return shlex.join(("docker", *args))
+
+
+def run_container(spec: ContainerSpec, role: str, digest: str) -> str:
+    args = ["run", "--detach", "--name", spec.name, "--restart", spec.restart, "--network", spec.network,
+            "--log-opt", "max-size=10m", "--log-opt", "max-file=3"]
+    for port in spec.ports:
+        args += ["--publish", port]
+    for volume in spec.volumes:
+        args += ["--volume", volume]
+    for key, value in spec.env:
+        args += ["--env", f"{key}={value}"]
+    for key, value in (*spec.labels, (ROLE_LABEL, role), (SPEC_LABEL, digest)):
+        args += ["--label", f"{key}={value}"]
+    if spec.health:
+        args += [
+            "--health-cmd", spec.health.command(), "--health-interval", HEALTH_INTERVAL,
+            "--health-timeout", "3s", "--health-retries", "3",
+        ]
+    return docker(*args, spec.image, *spec.command)
+
+
+def remove_container(name: str) -> str:
+    return docker("rm", "--force", name) + " >/dev/null"
+
+
+def start_container(name: str) -> str:
+    return docker("start", name) + " >/dev/null"
+
+
+def ensure_network(name: str = NETWORK) -> str:
+    return f"{docker('network', 'inspect', name)} >/dev/null 2>&1 || {docker('network', 'create', name)} >/dev/null"
+
+
+def pull(ref: str) -> str:
+    return docker("pull", "--quiet", ref) + " >/dev/null"
+
+
+def wait_healthy(name: str, timeout: int = 90) -> str:
+    """Poll Docker's own health status; on timeout print the container's last log lines."""
+    fmt = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
+    q = shlex.quote
+    return (
+        f"i=0; until [ \"$({docker('inspect', '--format', fmt, name)} 2>/dev/null)\" = healthy ]; do "
+        f"i=$((i+1)); if [ $i -gt {timeout * 4} ]; then echo {q(f'{name} not healthy after {timeout}s; its log:')} >&2;"
+        f" {docker('logs', '--tail', '20', name)} >&2; exit 1; fi; sleep 0.25; done"
+    )
+
+
+def write_file(file: Rendered) -> str:
+    """Write a file atomically from base64, so any content survives the shell."""
+    dest = PurePosixPath(file.dest)
+    tmp = f"{dest}.dockyard-new"
+    data = base64.b64encode(file.content).decode()
+    mode = 0o600 if file.secret else file.mode
+    return (
+        f"mkdir -p {shlex.quote(str(dest.parent))} && "
+        f"printf %s {data} | base64 -d > {shlex.quote(tmp)} && chmod {mode:o} {shlex.quote(tmp)} && "
+        f"mv {shlex.quote(tmp)} {shlex.quote(str(dest))}"
+    )
+
+
+def install_docker(settings: Docker, user: str) -> str:
+    """Install Docker, start it now and at boot, and let `user` use it; safe to run again."""
+    if settings.install == "script":
+        install = (
+            f"command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl >/dev/null)\n"
+            f"  curl -fsSL {shlex.quote(settings.script_url)} -o /tmp/get-docker.sh && sh /tmp/get-docker.sh >/dev/null"
+        )
+    else:
+        install = "apt-get update -qq && apt-get install -y -qq docker.io >/dev/null"
+    u = shlex.quote(user)
+    start = "(setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &)"
+    return f"""export DEBIAN_FRONTEND=noninteractive
+if ! command -v dockerd >/dev/null 2>&1; then
+  {install}
+fi
+if [ -d /run/systemd/system ]; then
+  systemctl enable --now docker >/dev/null 2>&1
+else
+  # No systemd (a container or a minimal VM): start dockerd from rc.local at boot, and now.
+  if ! grep -qs 'dockyard: dockerd' /etc/rc.local; then
+    [ -f /etc/rc.local ] || printf '#!/bin/sh\\n' > /etc/rc.local
+    sed -i '/^exit 0$/d' /etc/rc.local
+    echo '{start}  # dockyard: dockerd' >> /etc/rc.local
+    chmod +x /etc/rc.local
+  fi
+  docker info >/dev/null 2>&1 || {start}
+fi
+getent group docker >/dev/null || groupadd docker
+usermod -aG docker {u}
+i=0; until docker info >/dev/null 2>&1; do
+  i=$((i+1)); [ $i -lt 60 ] || {{ echo 'dockerd did not start; see /var/log/dockerd.log' >&2; exit 1; }}; sleep 1
+done
+su -s /bin/sh {u} -c 'docker info >/dev/null'"""

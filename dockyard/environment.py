@@ -1,0 +1,62 @@
+"""One environment as the tasks see it: project files, inventory, state, provider and output."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard import inventory as inventory_module
+from dockyard.inventory import Inventory, resolve_path
+from dockyard.report import Reporter
+from dockyard.ssh import HostConnection
+from dockyard.state import HostRecord, State
+
+
+@dataclass
+class Env:
+    root: Path  # the project: templates/, images/, apps/
+    inventory: Inventory
+    state: State
+    out: Reporter
+
+    @classmethod
+    def open(cls, root: Path, name: str, inventory_dir: str | Path, state_dir: str | Path,
+             out: Reporter | None = None) -> Env:
+        root = Path(root)
+        inv = inventory_module.load(root / inventory_dir, name)
+        state = State(root / state_dir, name)
+        out = out or Reporter()
+        out.hide(*state.secret_values())
+        return cls(root, inv, state, out)
+
+    @property
+    def name(self) -> str:
+        return self.inventory.env
+
+    @property
+    def provider(self):
+        return importlib.import_module(f"dockyard.providers.{self.inventory.provider}")
+
+    def hosts(self) -> list[HostRecord]:
+        """The environment's hosts as they can be reached now."""
+        return self.provider.hosts(self)
+
+    def env_key(self) -> Path:
+        """The environment's private key: the inventory's, or one generated in the state folder."""
+        if self.inventory.ssh.key:
+            return resolve_path(self.inventory.ssh.key, self.inventory.path)
+        return self.state.ensure_key()
+
+    def key_path(self, record: HostRecord) -> Path:
+        return Path(record.key) if record.key else self.env_key()
+
+    def connect(self, record: HostRecord) -> HostConnection:
+        return HostConnection(
+            record, self.key_path(record), self.state.known_hosts, self.inventory.ssh.connect_timeout
+        )
+
+    def secret(self, name: str) -> str:
+        value = self.state.secret(name)
+        self.out.hide(value)
+        return value

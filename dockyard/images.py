@@ -1,0 +1,238 @@
+"""Images on the local Docker engine: the base image, builds, and streams toward hosts.
+
+Where no registry can be reached (air-gapped networks), the base image comes from Debian's packages
+through debootstrap and `docker import`; everything else is built on top of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from dockyard.errors import ImageError
+
+ONLINE_BASE = "debian:bookworm-slim"
+BASE_REPOSITORY = "dockyard/base"
+# The offline base image's recipe: change it and the image is rebuilt.
+BASE_RECIPE = {
+    "suite": "bookworm",
+    "variant": "minbase",
+    "include": ["ca-certificates", "wget"],
+    "policy-rc.d": "#!/bin/sh\nexit 101\n",  # as in Debian's own images: packages never start services
+}
+APT_SOURCES = Path("/etc/apt")
+
+
+@dataclass(frozen=True)
+class Built:
+    ref: str
+    image_id: str
+    cached: bool
+
+
+@functools.cache
+def engine() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=300)
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise ImageError(
+            f"cannot reach the local Docker engine ({_first_line(e)}); start dockerd or set DOCKER_HOST"
+        ) from None
+    return client
+
+
+def resolve_source(images: str) -> str:
+    """`online` when the pull source answers, `offline` when it does not or the inventory says so."""
+    if images != "auto":
+        return images
+    return _probe_pull()
+
+
+@functools.cache
+def _probe_pull() -> str:
+    client = engine()
+    try:
+        client.images.get(ONLINE_BASE)
+        return "online"
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        client.images.pull(ONLINE_BASE)
+        return "online"
+    except docker.errors.APIError:
+        return "offline"
+
+
+def base_image(source: str, say: Callable[[str], None]) -> str:
+    """The image every dockyard image starts from: pulled online, debootstrapped offline."""
+    if source == "online":
+        return ONLINE_BASE
+    return build_base(say).ref
+
+
+def base_tag() -> str:
+    recipe = json.dumps(BASE_RECIPE, sort_keys=True).encode()
+    return f"{BASE_REPOSITORY}:{BASE_RECIPE['suite']}-{hashlib.sha256(recipe).hexdigest()[:12]}"
+
+
+def build_base(say: Callable[[str], None]) -> Built:
+    """Build the base image from Debian packages unless one from the same recipe exists."""
+    client, ref = engine(), base_tag()
+    try:
+        image = client.images.get(ref)
+        say(f"base image {ref}: cached (recipe unchanged)")
+        return Built(ref, image.id, cached=True)
+    except docker.errors.ImageNotFound:
+        pass
+    if shutil.which("debootstrap") is None:
+        raise ImageError("debootstrap is not installed; install it with `apt-get install debootstrap`")
+    if os.geteuid() != 0:
+        raise ImageError("building the base image with debootstrap needs root; run as root or with sudo")
+    mirror = apt_mirror()
+    say(f"base image {ref}: building from {mirror} with debootstrap (recipe new or changed)")
+    with tempfile.TemporaryDirectory(prefix="dockyard-base-") as tmp:
+        root = Path(tmp) / "root"
+        cmd = [
+            "debootstrap", f"--variant={BASE_RECIPE['variant']}", f"--include={','.join(BASE_RECIPE['include'])}",
+            BASE_RECIPE["suite"], str(root), mirror,
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+            raise ImageError(f"debootstrap from {mirror} failed: {' | '.join(tail)}")
+        policy = root / "usr/sbin/policy-rc.d"
+        policy.write_text(BASE_RECIPE["policy-rc.d"])
+        policy.chmod(0o755)
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for entry in (root / cache).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
+        repository, tag = ref.split(":")
+        try:
+            client.api.import_image(
+                src=tar.stdout, repository=repository, tag=tag, stream_src=True, changes=['CMD ["/bin/bash"]']
+            )
+        finally:
+            tar.stdout.close()
+            tar.wait()
+    return Built(ref, client.images.get(ref).id, cached=False)
+
+
+def apt_mirror() -> str:
+    """The Debian mirror this machine's apt already uses."""
+    override = os.environ.get("DOCKYARD_APT_MIRROR")
+    if override:
+        return override
+    suite = BASE_RECIPE["suite"]
+    for uri, suites in _apt_sources(APT_SOURCES):
+        if suite in suites and "security" not in uri:
+            return uri
+    raise ImageError(
+        f"no Debian {suite} mirror found in {APT_SOURCES}/sources.list*; set DOCKYARD_APT_MIRROR to one"
+    )
+
+
+def _apt_sources(root: Path) -> Iterator[tuple[str, list[str]]]:
+    files = [root / "sources.list", *sorted((root / "sources.list.d").glob("*"))]
+    for path in files:
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        if path.suffix == ".sources":
+            for stanza in text.split("\n\n"):
+                fields = {}
+                for line in stanza.splitlines():
+                    key, sep, value = line.partition(":")
+                    if sep and not line.startswith((" ", "#")):
+                        fields[key.strip().lower()] = value.split()
+                for uri in fields.get("uris", []):
+                    yield uri, fields.get("suites", [])
+        else:
+            for line in text.splitlines():
+                words = line.split("#", 1)[0].split()
+                if len(words) >= 3 and words[0] == "deb":
+                    words = [w for w in words if not w.startswith("[")]
+                    yield words[1], words[2:3]
+
+
+def context_digest(context: Path, base_id: str) -> str:
+    """Changes when any file of the build context or the base image changes."""
+    h = hashlib.sha256(base_id.encode())
+    for path in sorted(p for p in context.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(context)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: str | None = None) -> Built:
+    """Build `context` on `base` as dockyard/<name>:<digest>, reusing an identical earlier build."""
+    client = engine()
+    try:
+        base_id = client.images.get(base).id
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"base image {base} is missing; run `invoke images.base`") from None
+    ref = f"dockyard/{name}:{tag or context_digest(context, base_id)}"
+    try:
+        return Built(ref, client.images.get(ref).id, cached=True)
+    except docker.errors.ImageNotFound:
+        pass
+    say(f"building {ref} from {context}")
+    log = []
+    try:
+        for event in client.api.build(
+            path=str(context), tag=ref, buildargs={"BASE": base}, rm=True, forcerm=True, decode=True
+        ):
+            if "error" in event:
+                last = " | ".join(log[-3:])
+                raise ImageError(f"building {name} failed: {event['error'].strip()} (last output: {last})")
+            line = event.get("stream", "").strip()
+            if line:
+                log.append(line)
+    except docker.errors.APIError as e:
+        raise ImageError(f"building {name} failed: {_first_line(e)}") from None
+    return Built(ref, client.images.get(ref).id, cached=False)
+
+
+def image_size(ref: str) -> int:
+    try:
+        return engine().images.get(ref).attrs["Size"]
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"no local image {ref}; build or pull it first (docker image ls lists them)") from None
+
+
+def save_chunks(ref: str) -> Iterator[bytes]:
+    """`docker save` as a stream: nothing lands in a temporary file."""
+    return engine().api.get_image(ref, chunk_size=1024 * 1024)
+
+
+def push(local_ref: str, registry: str, repository: str, progress: Callable[[], None]) -> None:
+    """Push `local_ref` as <registry>/<repository>; the registry receives only the layers it lacks."""
+    client = engine()
+    target = f"{registry}/{repository}"
+    name, _, tag = target.rpartition(":")
+    client.images.get(local_ref).tag(name, tag)
+    try:
+        for event in client.api.push(name, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise ImageError(f"push of {repository} failed: {event['error']}")
+            progress()
+    except docker.errors.APIError as e:
+        raise ImageError(f"push of {repository} failed: {_first_line(e)}") from None
+    finally:
+        client.api.remove_image(target, noprune=True)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,297 @@
+"""Load and validate `inventory/<env>.yml` into frozen dataclasses.
+
+Validation happens before anything touches a host: every error names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dockyard.errors import InventoryError
+
+PROVIDERS = ("sandbox", "aws", "static")
+IMAGE_SOURCES = ("auto", "online", "offline")
+# The deploy order: each service waits for the one before it to be healthy.
+ROLES = ("registry", "mirror", "registry_ui", "app", "webhook")
+UI_KINDS = ("auto", "joxit", "console")
+DOCKER_INSTALL_METHODS = ("apt", "script")
+ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+PUBLIC = ("0.0.0.0/0",)
+
+
+@dataclass(frozen=True)
+class Ssh:
+    user: str = "ubuntu"
+    key: str | None = None  # private key path; by default one is generated in the state folder
+    connect_timeout: int = 10
+
+
+@dataclass(frozen=True)
+class Docker:
+    install: str = "apt"  # apt: the distribution's docker.io; script: Docker's convenience script
+    script_url: str = "https://get.docker.com"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    roles: tuple[str, ...] = ROLES
+    # Used by `provider: static` only: where the server already is.
+    address: str | None = None
+    port: int = 22
+    user: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Registry:
+    port: int = 5000
+    open_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mirror:
+    port: int = 5001
+    open_to: tuple[str, ...] = ()
+    remote_url: str | None = None  # default: Docker Hub, as the Docker engine names it
+
+
+@dataclass(frozen=True)
+class RegistryUi:
+    port: int = 8080
+    open_to: tuple[str, ...] = ()
+    title: str = "dockyard registry"
+    kind: str = "auto"  # auto: joxit where images come online, dockyard's console offline
+
+
+@dataclass(frozen=True)
+class App:
+    port: int = 8000
+    open_to: tuple[str, ...] = PUBLIC
+    repository: str = "flask-hello"  # repository in the private registry
+    source: str = "apps/flask-hello"  # build context, relative to the project
+    health_path: str = "/healthz"
+
+
+@dataclass(frozen=True)
+class Webhook:
+    port: int = 9000
+    open_to: tuple[str, ...] = PUBLIC
+    tags: tuple[str, ...] = ("*",)  # fnmatch patterns of tags allowed to trigger a redeploy
+    hub_repository: str | None = None  # Docker Hub `repository.repo_name` allowed to trigger
+    hub_pull: str | None = None  # what to pull for a Docker Hub trigger; default: hub_repository
+    health_timeout: int = 60
+
+
+@dataclass(frozen=True)
+class Services:
+    registry: Registry = field(default_factory=Registry)
+    mirror: Mirror = field(default_factory=Mirror)
+    registry_ui: RegistryUi = field(default_factory=RegistryUi)
+    app: App = field(default_factory=App)
+    webhook: Webhook = field(default_factory=Webhook)
+
+
+@dataclass(frozen=True)
+class Aws:
+    region: str | None = None  # default: the standard AWS configuration
+    profile: str | None = None
+    endpoint_url: str | None = None
+    instance_type: str = "t3.small"
+    root_volume_gb: int = 20
+    arch: str = "amd64"
+    ami: str | None = None  # default: the current Ubuntu LTS for `arch`
+    key_name: str | None = None  # an existing key pair; default: dockyard imports its own
+    vpc_id: str | None = None
+    subnet_id: str | None = None
+    ssh_cidr: str | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    env: str
+    path: Path
+    provider: str
+    hosts: tuple[Host, ...]
+    images: str = "auto"
+    ssh: Ssh = field(default_factory=Ssh)
+    docker: Docker = field(default_factory=Docker)
+    services: Services = field(default_factory=Services)
+    aws: Aws = field(default_factory=Aws)
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    def service(self, role: str):
+        return getattr(self.services, role)
+
+
+def inventory_path(inventory_dir: Path, env: str) -> Path:
+    return Path(inventory_dir) / f"{env}.yml"
+
+
+def load(inventory_dir: Path, env: str) -> Inventory:
+    if not ENV_NAME.match(env):
+        raise InventoryError(f"environment name {env!r} is invalid: use lowercase letters, digits and dashes")
+    path = inventory_path(inventory_dir, env)
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(inventory_dir).glob("*.yml"))
+        raise InventoryError(
+            f"{path}: no such inventory; known environments: {', '.join(known) or 'none'} "
+            f"(create {path.name} or pass -e/--env)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise InventoryError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    return parse(data, env=env, path=path)
+
+
+def parse(data: object, env: str, path: Path) -> Inventory:
+    def fail(key: str, problem: str) -> typing.NoReturn:
+        raise InventoryError(f"{path}: {key}: {problem}")
+
+    if not isinstance(data, dict):
+        fail("(top level)", "expected a mapping of settings")
+    data = dict(data)
+    hosts_data = data.pop("hosts", None)
+    if not isinstance(hosts_data, dict) or not hosts_data:
+        fail("hosts", "missing or empty; declare at least one host, e.g. `hosts: {web1: {roles: [app]}}`")
+    hosts = []
+    for name, host_data in hosts_data.items():
+        if not isinstance(name, str) or not HOST_NAME.match(name):
+            fail(f"hosts.{name}", "host names use lowercase letters, digits and dashes")
+        hosts.append(_build(Host, {"name": name, **(host_data or {})}, f"hosts.{name}", fail))
+    inventory = _build(Inventory, {"env": env, "path": path, **data, "hosts": tuple(hosts)}, "", fail)
+    _check(inventory, fail)
+    return inventory
+
+
+def _build(cls, data: object, where: str, fail):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        fail(where or "(top level)", f"expected a mapping, got {_kind(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            known = ", ".join(f for f in fields if f not in ("env", "path", "name"))
+            fail(name, f"unknown key; known keys here: {known}")
+        values[key] = _coerce(value, hints[key], name, fail)
+    missing = [
+        n for n, f in fields.items()
+        if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        fail(f"{where}.{missing[0]}" if where else missing[0], "missing")
+    return cls(**values)
+
+
+def _coerce(value, hint, where: str, fail):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(value, options[0], where, fail)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value or {}, where, fail)
+    if origin is tuple:
+        if isinstance(value, tuple):
+            return value
+        if not isinstance(value, list):
+            fail(where, f"expected a list, got {_kind(value)}")
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(v, item, f"{where}[{i}]", fail) for i, v in enumerate(value))
+    if hint is Path:
+        return Path(value)
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        fail(where, f"expected a whole number, got {_kind(value)}")
+    if hint is str and not isinstance(value, str):
+        fail(where, f"expected text, got {_kind(value)}")
+    return value
+
+
+def _kind(value) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", type(None): "nothing"}.get(
+        type(value), f"{type(value).__name__} {value!r}"
+    )
+
+
+def _check(inv: Inventory, fail) -> None:
+    """Cross-field rules the types alone cannot express."""
+    _choose(inv.provider, PROVIDERS, "provider", fail)
+    _choose(inv.images, IMAGE_SOURCES, "images", fail)
+    _choose(inv.docker.install, DOCKER_INSTALL_METHODS, "docker.install", fail)
+    _choose(inv.services.registry_ui.kind, UI_KINDS, "services.registry_ui.kind", fail)
+    for role in ROLES:
+        service = inv.service(role)
+        key = f"services.{role}"
+        if not 1 <= service.port <= 65535:
+            fail(f"{key}.port", f"{service.port} is not a TCP port (1-65535)")
+        for i, cidr in enumerate(service.open_to):
+            _cidr(cidr, f"{key}.open_to[{i}]", fail)
+    if inv.ssh.key:
+        _key_file(inv.ssh.key, inv.path, "ssh.key", fail)
+    for host in inv.hosts:
+        where = f"hosts.{host.name}"
+        for role in host.roles:
+            if role not in ROLES:
+                fail(f"{where}.roles", f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
+        if len(set(host.roles)) != len(host.roles):
+            fail(f"{where}.roles", "lists a role twice")
+        seen: dict[int, str] = {}
+        for role in host.roles:
+            port = inv.service(role).port
+            if port in seen:
+                fail(f"services.{role}.port", f"{port} is already used by {seen[port]} on {host.name}; pick another")
+            seen[port] = role
+        if "webhook" in host.roles and "app" not in host.roles:
+            fail(f"{where}.roles", "webhook redeploys the app on its own host; add app to this host")
+        if inv.provider == "static":
+            if not host.address:
+                fail(f"{where}.address", "missing; a static host needs the address of your server")
+            if host.key:
+                _key_file(host.key, inv.path, f"{where}.key", fail)
+        elif host.address or host.user or host.key or host.port != 22:
+            fail(where, f"address, port, user and key are for provider: static; {inv.provider} provides them")
+    if inv.provider == "aws":
+        if not inv.aws.ssh_cidr:
+            fail("aws.ssh_cidr", "missing; name the network SSH may come from, e.g. your address/32")
+        _cidr(inv.aws.ssh_cidr, "aws.ssh_cidr", fail)
+        _choose(inv.aws.arch, ("amd64", "arm64"), "aws.arch", fail)
+
+
+def _choose(value: str, allowed: tuple[str, ...], key: str, fail) -> None:
+    if value not in allowed:
+        fail(key, f"{value!r} is not one of: {', '.join(allowed)}")
+
+
+def _cidr(value: str, key: str, fail) -> None:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError:
+        fail(key, f"{value!r} is not a network like 203.0.113.7/32 or 0.0.0.0/0")
+
+
+def _key_file(value: str, inventory_file: Path, key: str, fail) -> None:
+    path = resolve_path(value, inventory_file)
+    if not path.is_file():
+        fail(key, f"key file {path} does not exist; fix the path or create the key with ssh-keygen")
+
+
+def resolve_path(value: str, inventory_file: Path) -> Path:
+    """Relative paths in an inventory are relative to the project, i.e. the inventory folder's parent."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else inventory_file.parent.parent / path

@@ -1,0 +1,70 @@
+"""What the operator reads: one line per step, transfer progress in bytes, closing tables."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TextIO
+
+STATUS_WIDTH = 8
+
+
+class Reporter:
+    def __init__(self, stream: TextIO | None = None, secrets: tuple[str, ...] = ()):
+        self.stream = stream or sys.stdout
+        self.secrets = tuple(s for s in secrets if s)
+        self._lock = threading.Lock()
+
+    def hide(self, *secrets: str) -> None:
+        """Never print these values, whatever line they turn up in."""
+        self.secrets += tuple(s for s in secrets if s)
+
+    def say(self, text: str) -> None:
+        for secret in self.secrets:
+            text = text.replace(secret, "********")
+        with self._lock:
+            print(text, file=self.stream, flush=True)
+
+    def step(self, host: str, role: str, status: str, detail: str = "", seconds: float | None = None) -> None:
+        took = f"  {seconds:5.1f}s" if seconds is not None else ""
+        self.say(f"{host:<10} {role:<12} {status:<{STATUS_WIDTH}}{took}  {detail}".rstrip())
+
+    def table(self, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+        widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+        for row in (header, *rows):
+            self.say("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+    def progress(self, label: str, total: int | None = None) -> Progress:
+        return Progress(self, label, total)
+
+
+class Progress:
+    """Bytes moved so far; prints at most twice a second, and a final line."""
+
+    def __init__(self, reporter: Reporter, label: str, total: int | None):
+        self.reporter, self.label, self.total = reporter, label, total
+        self.done = 0
+        self._last = 0.0
+
+    def __call__(self, done: int) -> None:
+        self.done = done
+        now = time.monotonic()
+        if now - self._last >= 0.5:
+            self._last = now
+            self._print()
+
+    def finish(self) -> None:
+        self._print()
+
+    def _print(self) -> None:
+        of = f" of ~{human_bytes(self.total)}" if self.total else ""
+        self.reporter.say(f"           {self.label}: {human_bytes(self.done)}{of}")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"

@@ -1,0 +1,133 @@
+"""What roles declare: plain frozen data, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dockyard.inventory import Inventory
+    from dockyard.state import HostRecord
+
+CONFIG_ROOT = "/etc/dockyard"
+NETWORK = "dockyard"
+SPEC_LABEL = "dockyard.spec"
+ROLE_LABEL = "dockyard.role"
+
+
+@dataclass(frozen=True)
+class File:
+    """A file on the host, rendered from `templates/<template>` or given as `content`."""
+
+    dest: str
+    template: str | None = None
+    content: str | None = None
+    mode: int = 0o644
+    secret: bool = False  # never printed; written 0600
+
+
+@dataclass(frozen=True)
+class Image:
+    """Where a role's image comes from: pulled where images come online, otherwise built from `build`."""
+
+    name: str
+    pull: str | None = None
+    build: str | None = None  # build context, relative to the project
+    repository: str | None = None  # its name in the host's registry; default dockyard/<name>
+    via_registry: bool = True  # False for the registry's own image, which must arrive before it runs
+
+
+@dataclass(frozen=True)
+class Health:
+    """An HTTP check run inside the container, which deploy and the webhook both wait on."""
+
+    port: int
+    path: str = "/"
+
+    def command(self) -> str:
+        return f"wget -q -O /dev/null http://127.0.0.1:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str = ""  # the reference the host runs; filled in once the image is resolved
+    ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    command: tuple[str, ...] = ()
+    restart: str = "always"
+    network: str = NETWORK
+    health: Health | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    role: str
+    image: Image
+    container: ContainerSpec
+    files: tuple[File, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """An image as the host will run it."""
+
+    ref: str  # what the host runs
+    image_id: str | None  # known when built locally; pulled images are known only on the host
+    delivery: str  # pull | ship | push
+    local_ref: str | None = None  # the local engine's tag, for ship and push
+
+
+@dataclass(frozen=True)
+class Rendered:
+    dest: str
+    content: bytes
+    mode: int
+    secret: bool
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass(frozen=True)
+class Desired:
+    """A role made concrete for one host: rendered files, resolved image, final container spec."""
+
+    role: str
+    container: ContainerSpec
+    image: ResolvedImage
+    files: tuple[Rendered, ...] = field(default=())
+
+    @property
+    def digest(self) -> str:
+        return spec_digest(self.container, self.files)
+
+
+def spec_digest(container: ContainerSpec, files: tuple[Rendered, ...]) -> str:
+    """One string that changes when anything but the image changes: the spec and its files' contents."""
+    payload = {
+        "container": replace(container, image="", labels=()).as_dict(),
+        "files": sorted((f.dest, f.sha256, f.mode) for f in files),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a role declares for: one host of one environment."""
+
+    inventory: Inventory
+    host: HostRecord
+    online: bool  # images come from a registry (True) or are built from Debian packages (False)
+
+    def bind(self, role: str) -> str:
+        """Open services listen on every interface; the rest only on the host's loopback."""
+        return "0.0.0.0" if self.inventory.service(role).open_to else "127.0.0.1"

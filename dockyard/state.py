@@ -1,0 +1,125 @@
+"""Generated state of one environment, kept in `.dockyard/<env>/` (gitignored).
+
+It holds what providers learn (ids, addresses), the SSH key pair, pinned host keys and secrets.
+Secret files are written with mode 0600 from the start, never chmod-ed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A reachable host: where SSH answers and where its published services are."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    roles: tuple[str, ...]
+    # service -> "address:port" an operator uses to reach it (sandbox maps them to 127.0.0.1 ports)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    # provider-specific facts: instance id, region, container id ...
+    provider: dict[str, str] = field(default_factory=dict)
+    key: str | None = None  # private key, when the host does not use the environment's key
+
+    @property
+    def alias(self) -> str:
+        """The name its host key is pinned under: stable even when the address or port changes."""
+        return self.name
+
+
+class State:
+    def __init__(self, state_dir: Path, env: str):
+        self.env = env
+        self.dir = Path(state_dir) / env
+
+    # -- files -------------------------------------------------------------------------------------------
+    @property
+    def key_path(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    def _write(self, name: str, text: str, secret: bool = False) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        return path
+
+    def _read_json(self, name: str, default):
+        path = self.dir / name
+        return json.loads(path.read_text()) if path.is_file() else default
+
+    # -- hosts -------------------------------------------------------------------------------------------
+    def hosts(self) -> list[HostRecord]:
+        return [
+            HostRecord(**{**h, "roles": tuple(h["roles"])}) for h in self._read_json("hosts.json", [])
+        ]
+
+    def save_hosts(self, records: list[HostRecord]) -> None:
+        self._write("hosts.json", json.dumps([asdict(r) for r in records], indent=2) + "\n")
+
+    def data(self, name: str, default=None):
+        """Small provider data (e.g. what an EC2 run created), one JSON file per name."""
+        return self._read_json(f"{name}.json", default)
+
+    def save_data(self, name: str, value) -> None:
+        self._write(f"{name}.json", json.dumps(value, indent=2) + "\n")
+
+    # -- secrets -----------------------------------------------------------------------------------------
+    def secret(self, name: str) -> str:
+        """A long random secret, generated on first use and then kept."""
+        values = self._read_json("secrets.json", {})
+        if name not in values:
+            values[name] = random.token_urlsafe(32)
+            self._write("secrets.json", json.dumps(values, indent=2) + "\n", secret=True)
+        return values[name]
+
+    def secret_values(self) -> list[str]:
+        return list(self._read_json("secrets.json", {}).values())
+
+    # -- keys --------------------------------------------------------------------------------------------
+    def ensure_key(self) -> Path:
+        """The environment's SSH key pair, generated locally the first time."""
+        if not self.key_path.is_file():
+            key = Ed25519PrivateKey.generate()
+            private = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            )
+            public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            self._write(self.key_path.name, private.decode(), secret=True)
+            self._write(self.key_path.name + ".pub", f"{public.decode()} dockyard-{self.env}\n")
+        return self.key_path
+
+    def public_key(self, private_key: Path) -> str:
+        pub = private_key.with_name(private_key.name + ".pub")
+        if pub.is_file():
+            return pub.read_text().strip()
+        key = serialization.load_ssh_private_key(private_key.read_bytes(), password=None)
+        return key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        ).decode()
+
+    def forget_host_key(self, alias: str) -> None:
+        if self.known_hosts.is_file():
+            kept = [line for line in self.known_hosts.read_text().splitlines() if line.split(" ", 1)[0] != alias]
+            self._write(self.known_hosts.name, "".join(f"{line}\n" for line in kept))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,21 @@
+"""A pull-through mirror: a second registry in proxy mode, which refuses pushes by design."""
+
+from dockyard.spec import CONFIG_ROOT, ContainerSpec, File, Health, RoleSpec, Target
+from roles import registry
+
+CONFIG = f"{CONFIG_ROOT}/mirror/config.yml"
+
+
+def declare(target: Target) -> RoleSpec:
+    port = target.inventory.services.mirror.port
+    return RoleSpec(
+        role="mirror",
+        image=registry.IMAGE,
+        files=(File(CONFIG, template="mirror/config.yml.j2", secret=True),),
+        container=ContainerSpec(
+            name="dockyard-mirror",
+            ports=(f"{target.bind('mirror')}:{port}:{registry.CONTAINER_PORT}",),
+            volumes=("dockyard-mirror-cache:/var/lib/registry", f"{CONFIG}:/etc/docker/registry/config.yml:ro"),
+            health=Health(registry.CONTAINER_PORT, "/v2/"),
+        ),
+    )

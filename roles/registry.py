@@ -1,0 +1,23 @@
+"""The private registry: CNCF distribution, with dockyard's own config."""
+
+from dockyard.spec import CONFIG_ROOT, ContainerSpec, File, Health, Image, RoleSpec, Target
+
+CONFIG = f"{CONFIG_ROOT}/registry/config.yml"
+# Offline it is Debian's docker-registry package; it must reach the host before it can serve anything.
+IMAGE = Image("registry", pull="registry:2", build="images/registry", via_registry=False)
+CONTAINER_PORT = 5000
+
+
+def declare(target: Target) -> RoleSpec:
+    port = target.inventory.services.registry.port
+    return RoleSpec(
+        role="registry",
+        image=IMAGE,
+        files=(File(CONFIG, template="registry/config.yml.j2", secret=True),),
+        container=ContainerSpec(
+            name="dockyard-registry",
+            ports=(f"{target.bind('registry')}:{port}:{CONTAINER_PORT}",),
+            volumes=("dockyard-registry-data:/var/lib/registry", f"{CONFIG}:/etc/docker/registry/config.yml:ro"),
+            health=Health(CONTAINER_PORT, "/v2/"),
+        ),
+    )

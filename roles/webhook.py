@@ -1,0 +1,31 @@
+"""The webhook listener that redeploys the app when a new image is pushed.
+
+It holds the Docker socket, which is root on the host: its surface stays minimal.
+"""
+
+from dockyard.spec import CONFIG_ROOT, ContainerSpec, File, Health, Image, RoleSpec, Target
+from roles import app
+
+CONFIG = f"{CONFIG_ROOT}/webhook/config.json"
+CONTAINER_PORT = 9000
+
+
+def declare(target: Target) -> RoleSpec:
+    port = target.inventory.services.webhook.port
+    return RoleSpec(
+        role="webhook",
+        image=Image("webhook", build="images/webhook"),
+        files=(File(CONFIG, template="webhook/config.json.j2", secret=True),),
+        container=ContainerSpec(
+            name="dockyard-webhook",
+            ports=(f"{target.bind('webhook')}:{port}:{CONTAINER_PORT}",),
+            volumes=(
+                "/var/run/docker.sock:/var/run/docker.sock",
+                f"{CONFIG}:/etc/dockyard-webhook/config.json:ro",
+                # the folder, not the file: deploy replaces the file atomically, which a file mount would miss
+                f"{app.SPEC_DIR}:/etc/dockyard-webhook/app:ro",
+                "dockyard-webhook-data:/var/lib/dockyard-webhook",
+            ),
+            health=Health(CONTAINER_PORT, "/healthz"),
+        ),
+    )
