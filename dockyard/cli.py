@@ -63,6 +63,8 @@ def provision(c, env=None, yes=False):
     """Create the environment's hosts, or start them; a second run changes nothing."""
     e = open_env(c, env)
     records = e.provider.provision(e, yes=yes)
+    if not e.out.counts["changed"]:
+        e.out.say("no changes: every host exists and runs")
     print_hosts(e, records)
 
 

@@ -61,7 +61,7 @@ def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = Fals
         raise DockyardError(
             f"{len(failures)} of {len(records)} hosts failed:\n" + "\n".join(f"  {h}: {e}" for h, e in failures)
         )
-    if not any(p.changed for p in plans):
+    if not dry_run and not env.out.counts["changed"]:
         env.out.say(f"no changes ({time.monotonic() - started:.1f}s, {STATS.connections} SSH connection(s), "
                     f"{STATS.commands} remote command(s))")
     return plans
@@ -118,7 +118,7 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
     files = tuple(
         Rendered(
             f.dest,
-            (templates.get_template(f.template).render(values) if f.template else f.content).encode(),
+            (templates.get_template(f.template).render(values, **dict(f.values)) if f.template else f.content).encode(),
             f.mode,
             f.secret,
         )

@@ -56,6 +56,11 @@ class Env:
             record, self.key_path(record), self.state.known_hosts, self.inventory.ssh.connect_timeout
         )
 
+    def check_ssh(self, record: HostRecord) -> None:
+        """Log in once: proves the key works and pins the host key on first contact."""
+        with self.connect(record):
+            pass
+
     def secret(self, name: str) -> str:
         value = self.state.secret(name)
         self.out.hide(value)

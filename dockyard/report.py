@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import Counter
 from typing import TextIO
 
 STATUS_WIDTH = 8
@@ -15,6 +16,7 @@ class Reporter:
         self.stream = stream or sys.stdout
         self.secrets = tuple(s for s in secrets if s)
         self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()  # steps reported, by status
 
     def hide(self, *secrets: str) -> None:
         """Never print these values, whatever line they turn up in."""
@@ -27,6 +29,7 @@ class Reporter:
             print(text, file=self.stream, flush=True)
 
     def step(self, host: str, role: str, status: str, detail: str = "", seconds: float | None = None) -> None:
+        self.counts[status] += 1
         took = f"  {seconds:5.1f}s" if seconds is not None else ""
         self.say(f"{host:<10} {role:<12} {status:<{STATUS_WIDTH}}{took}  {detail}".rstrip())
 

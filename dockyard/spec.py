@@ -26,6 +26,7 @@ class File:
     content: str | None = None
     mode: int = 0o644
     secret: bool = False  # never printed; written 0600
+    values: tuple[tuple[str, str], ...] = ()  # extra template values the role computes
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """A pull-through mirror: a second registry in proxy mode, which refuses pushes by design."""
 
+from docker.auth import INDEX_NAME
+
 from dockyard.spec import CONFIG_ROOT, ContainerSpec, File, Health, RoleSpec, Target
 from roles import registry
 
 CONFIG = f"{CONFIG_ROOT}/mirror/config.yml"
+DOCKER_HUB = f"https://registry-1.{INDEX_NAME}"  # Docker Hub's registry endpoint, as the SDK names the index
 
 
 def declare(target: Target) -> RoleSpec:
@@ -11,7 +14,12 @@ def declare(target: Target) -> RoleSpec:
     return RoleSpec(
         role="mirror",
         image=registry.IMAGE,
-        files=(File(CONFIG, template="mirror/config.yml.j2", secret=True),),
+        files=(
+            File(
+                CONFIG, template="mirror/config.yml.j2", secret=True,
+                values=(("remote_url", target.inventory.services.mirror.remote_url or DOCKER_HUB),),
+            ),
+        ),
         container=ContainerSpec(
             name="dockyard-mirror",
             ports=(f"{target.bind('mirror')}:{port}:{registry.CONTAINER_PORT}",),

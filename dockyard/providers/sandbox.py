@@ -71,6 +71,7 @@ def provision(env: Env, yes: bool = False) -> list[HostRecord]:
         container.reload()
         record = _record(env, host, container)
         _wait_for_ssh(record)
+        env.check_ssh(record)
         env.out.step(host.name, "sandbox", status, detail, time.monotonic() - started)
     records = hosts(env)
     env.state.save_hosts(records)

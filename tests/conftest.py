@@ -1,0 +1,71 @@
+"""Fixtures: a throwaway project (inventory + state in a temp folder) using this repo's roles and images."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dockyard.environment import Env
+from dockyard.report import Reporter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Project:
+    root: Path
+
+    @property
+    def inventory_dir(self) -> Path:
+        return self.root / "inventory"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    def inventory(self, env: str, text: str) -> Path:
+        self.inventory_dir.mkdir(parents=True, exist_ok=True)
+        path = self.inventory_dir / f"{env}.yml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def env(self, name: str) -> Env:
+        """An Env whose output is captured in `env.out.stream`."""
+        return Env.open(REPO, name, self.inventory_dir, self.state_dir, Reporter(io.StringIO()))
+
+    def invoke(self, env: str, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+        """Run the real command line, as an operator would."""
+        environ = {
+            **os.environ,
+            "INVOKE_DOCKYARD_ENV": env,
+            "INVOKE_DOCKYARD_INVENTORY_DIR": str(self.inventory_dir),
+            "INVOKE_DOCKYARD_STATE_DIR": str(self.state_dir),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "invoke", *args], cwd=REPO, env=environ, capture_output=True, text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"invoke {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    return Project(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_project(tmp_path_factory) -> Project:
+    return Project(tmp_path_factory.mktemp("project"))
+
+
+def output(env: Env) -> str:
+    return env.out.stream.getvalue()

@@ -1,0 +1,128 @@
+"""Inventory validation: every bad file gives one line naming the file, the key and the fix."""
+
+from pathlib import Path
+
+import pytest
+
+from dockyard import inventory
+from dockyard.errors import InventoryError
+from tests.conftest import REPO
+
+
+def load(project, text: str, env: str = "t"):
+    project.inventory(env, text)
+    return inventory.load(project.inventory_dir, env)
+
+
+def error(project, text: str) -> str:
+    with pytest.raises(InventoryError) as caught:
+        load(project, text)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(str(project.inventory_dir / "t.yml"))
+    return message
+
+
+def test_the_shipped_sandbox_inventory_loads():
+    inv = inventory.load(REPO / "inventory", "sandbox")
+    assert inv.provider == "sandbox"
+    assert inv.hosts[0].name == "web1"
+    assert inv.hosts[0].roles == inventory.ROLES
+    assert inv.services.mirror.remote_url == "http://dockyard-registry:5000"
+
+
+def test_defaults_fill_what_is_not_said(project):
+    inv = load(project, "provider: sandbox\nhosts: {web1: {}}\n")
+    assert inv.images == "auto"
+    assert inv.ssh.user == "ubuntu"
+    assert inv.services.registry.port == 5000
+    assert inv.services.registry.open_to == ()
+    assert inv.services.app.open_to == ("0.0.0.0/0",)
+    assert inv.hosts[0].roles == inventory.ROLES
+
+
+def test_unknown_key_is_named_with_the_keys_that_exist(project):
+    message = error(project, "provider: sandbox\nhosts: {web1: {rolez: [app]}}\n")
+    assert "hosts.web1.rolez: unknown key; known keys here: roles" in message
+
+
+def test_unknown_nested_service_key(project):
+    message = error(project, "provider: sandbox\nhosts: {web1: {}}\nservices: {registry: {prot: 5000}}\n")
+    assert "services.registry.prot: unknown key" in message
+
+
+def test_wrong_type_names_the_expected_type(project):
+    message = error(project, "provider: sandbox\nhosts: {web1: {}}\nservices: {app: {port: '80'}}\n")
+    assert "services.app.port: expected a whole number, got text" in message
+
+
+def test_a_list_where_text_is_expected(project):
+    message = error(project, "provider: sandbox\nhosts: {web1: {roles: app}}\n")
+    assert "hosts.web1.roles: expected a list, got text" in message
+
+
+def test_two_services_on_one_port(project):
+    message = error(project, "provider: sandbox\nhosts: {web1: {}}\nservices: {mirror: {port: 5000}}\n")
+    assert "services.mirror.port: 5000 is already used by registry on web1; pick another" in message
+
+
+def test_the_same_port_on_different_hosts_is_fine(project):
+    inv = load(
+        project,
+        "provider: sandbox\nhosts: {a: {roles: [registry]}, b: {roles: [mirror]}}\n"
+        "services: {mirror: {port: 5000}}\n",
+    )
+    assert [h.name for h in inv.hosts] == ["a", "b"]
+
+
+def test_missing_key_file(project):
+    message = error(project, "provider: sandbox\nssh: {key: keys/nope}\nhosts: {web1: {}}\n")
+    assert "ssh.key: key file" in message and "does not exist" in message
+
+
+def test_unknown_role(project):
+    message = error(project, "provider: sandbox\nhosts: {web1: {roles: [registry, db]}}\n")
+    assert "hosts.web1.roles: unknown role 'db'" in message
+
+
+def test_unknown_provider(project):
+    assert "provider: 'gcp' is not one of: sandbox, aws, static" in error(project, "provider: gcp\nhosts: {a: {}}\n")
+
+
+def test_no_hosts(project):
+    assert "hosts: missing or empty" in error(project, "provider: sandbox\n")
+
+
+def test_invalid_yaml_names_the_line(project):
+    assert "line 2 is not valid YAML" in error(project, "provider: sandbox\nhosts: {a: b: c}\n")
+
+
+def test_webhook_needs_the_app_on_its_host(project):
+    assert "webhook redeploys the app" in error(project, "provider: sandbox\nhosts: {a: {roles: [webhook]}}\n")
+
+
+def test_bad_cidr(project):
+    message = error(project, "provider: sandbox\nhosts: {a: {}}\nservices: {app: {open_to: [everyone]}}\n")
+    assert "services.app.open_to[0]: 'everyone' is not a network" in message
+
+
+def test_static_hosts_need_an_address(project):
+    assert "hosts.a.address: missing" in error(project, "provider: static\nhosts: {a: {}}\n")
+
+
+def test_address_is_only_for_static(project):
+    assert "are for provider: static" in error(project, "provider: sandbox\nhosts: {a: {address: 10.0.0.1}}\n")
+
+
+def test_aws_needs_ssh_cidr(project):
+    assert "aws.ssh_cidr: missing" in error(project, "provider: aws\nhosts: {a: {}}\n")
+
+
+def test_unknown_environment_lists_the_known_ones(project):
+    project.inventory("prod", "provider: sandbox\nhosts: {a: {}}\n")
+    with pytest.raises(InventoryError, match=r"no such inventory; known environments: prod"):
+        inventory.load(project.inventory_dir, "staging")
+
+
+def test_relative_key_paths_are_relative_to_the_project():
+    assert inventory.resolve_path("keys/k", Path("/p/inventory/x.yml")) == Path("/p/keys/k")
