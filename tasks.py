@@ -4,33 +4,13 @@ from pathlib import Path
 
 from invoke import Collection
 
-from dockyard import cli
+from dockyard.cli import deploy, hosts, images
 
-ns = Collection()
-ns.add_task(cli.provision)
-ns.add_task(cli.plan)
-ns.add_task(cli.teardown)
-
-deploy = Collection("deploy")
-deploy.add_task(cli.deploy, name="all", default=True)
-for role, role_task in cli.ROLE_TASKS.items():
-    deploy.add_task(role_task, name=role)
-ns.add_collection(deploy)
-
-hosts = Collection("hosts")
-hosts.add_task(cli.hosts_list, name="list", default=True)
-hosts.add_task(cli.hosts_forget, name="forget")
-ns.add_collection(hosts)
-
-docker = Collection("docker")
-docker.add_task(cli.docker_install, name="install")
-ns.add_collection(docker)
-
-images = Collection("images")
-images.add_task(cli.images_base, name="base")
-images.add_task(cli.images_ship, name="ship")
-ns.add_collection(images)
-
+ns = Collection(hosts.provision, deploy.plan, hosts.teardown)
+ns.add_collection(Collection("deploy", deploy.deploy, *deploy.ROLE_TASKS))
+ns.add_collection(Collection("hosts", hosts.list_, hosts.forget))
+ns.add_collection(Collection("docker", deploy.docker_install))
+ns.add_collection(Collection("images", images.base, images.ship))
 ns.configure({
     "dockyard": {
         "root": str(Path(__file__).resolve().parent),

@@ -9,30 +9,49 @@ from pathlib import PurePosixPath
 from dockyard.inventory import Docker
 from dockyard.spec import NETWORK, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Rendered
 
-HEALTH_INTERVAL = "2s"
-
 
 def docker(*args: str) -> str:
     return shlex.join(("docker", *args))
 
 
+def container_document(spec: ContainerSpec, role: str) -> dict:
+    """Everything `docker run` gets, as data: deploy runs it, and the webhook recreates the app from it."""
+    return {
+        "name": spec.name,
+        "image": spec.image,
+        "ports": list(spec.ports),
+        "volumes": list(spec.volumes),
+        "env": dict(spec.env),
+        "command": list(spec.command),
+        "restart": spec.restart,
+        "network": spec.network,
+        "labels": {**dict(spec.labels), ROLE_LABEL: role},
+        "log": {"max-size": "10m", "max-file": "3"},
+        "health": spec.health and {
+            "command": spec.health.command(), "interval_s": 2, "timeout_s": 3, "retries": 3,
+        },
+    }
+
+
 def run_container(spec: ContainerSpec, role: str, digest: str) -> str:
-    args = ["run", "--detach", "--name", spec.name, "--restart", spec.restart, "--network", spec.network,
-            "--log-opt", "max-size=10m", "--log-opt", "max-file=3"]
-    for port in spec.ports:
+    doc = container_document(spec, role)
+    args = ["run", "--detach", "--name", doc["name"], "--restart", doc["restart"], "--network", doc["network"]]
+    for key, value in doc["log"].items():
+        args += ["--log-opt", f"{key}={value}"]
+    for port in doc["ports"]:
         args += ["--publish", port]
-    for volume in spec.volumes:
+    for volume in doc["volumes"]:
         args += ["--volume", volume]
-    for key, value in spec.env:
+    for key, value in doc["env"].items():
         args += ["--env", f"{key}={value}"]
-    for key, value in (*spec.labels, (ROLE_LABEL, role), (SPEC_LABEL, digest)):
+    for key, value in {**doc["labels"], SPEC_LABEL: digest}.items():
         args += ["--label", f"{key}={value}"]
-    if spec.health:
+    if health := doc["health"]:
         args += [
-            "--health-cmd", spec.health.command(), "--health-interval", HEALTH_INTERVAL,
-            "--health-timeout", "3s", "--health-retries", "3",
+            "--health-cmd", health["command"], "--health-interval", f"{health['interval_s']}s",
+            "--health-timeout", f"{health['timeout_s']}s", "--health-retries", str(health["retries"]),
         ]
-    return docker(*args, spec.image, *spec.command)
+    return docker(*args, doc["image"], *doc["command"])
 
 
 def remove_container(name: str) -> str:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import jinja2
 
+from dockyard import commands, images
 from dockyard import facts as host_facts
-from dockyard import images
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, ImageError
 from dockyard.inventory import ROLES
@@ -113,12 +113,13 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
     container = replace(spec.container, image=resolved.ref)
     values = {
         **context, "inventory": target.inventory, "services": target.inventory.services, "host": target.host,
-        "container": container.as_dict(), "role": spec.role,
+        "container": commands.container_document(container, spec.role), "role": spec.role,
     }
     files = tuple(
         Rendered(
             f.dest,
-            (templates.get_template(f.template).render(values, **dict(f.values)) if f.template else f.content).encode(),
+            (templates.get_template(f.template).render(values, **dict(f.values)) if f.template else f.content)
+            .encode(),
             f.mode,
             f.secret,
         )

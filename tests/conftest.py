@@ -53,7 +53,8 @@ class Project:
             timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"invoke {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            command = " ".join(args)
+            raise AssertionError(f"invoke {command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
 
 

@@ -1,0 +1,55 @@
+"""The bodies of the Invoke tasks, one module per namespace: parse arguments, call the library, print.
+
+Expected failures (DockyardError) end as one `error:` line; DOCKYARD_DEBUG=1 shows the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import invoke
+from invoke import Exit
+
+from dockyard.environment import Env
+from dockyard.errors import Aborted, DockyardError
+
+ENV_HELP = {"env": "environment: inventory/<env>.yml (default: config dockyard.env, else sandbox)"}
+
+
+def task(*args, **kwargs):
+    """An Invoke task that turns expected failures into one line and exit code 1."""
+
+    def wrap(body):
+        @functools.wraps(body)
+        def run(c, *a, **kw):
+            try:
+                return body(c, *a, **kw)
+            except DockyardError as e:
+                if os.environ.get("DOCKYARD_DEBUG"):
+                    raise
+                raise Exit(f"error: {e}", code=1) from None
+            except KeyboardInterrupt:
+                raise Exit("interrupted; rerun the same command to converge", code=130) from None
+
+        return invoke.task(run, help={**ENV_HELP, **kwargs.pop("help", {})}, **kwargs)
+
+    return wrap(args[0]) if args and callable(args[0]) else wrap
+
+
+def open_env(c, env: str | None) -> Env:
+    config = c.config.dockyard
+    return Env.open(Path(config.root), env or config.env, config.inventory_dir, config.state_dir)
+
+
+def confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Aborted(f"{question} needs confirmation; pass --yes to proceed without a terminal")
+    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        raise Aborted("nothing was changed")
+
+

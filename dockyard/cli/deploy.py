@@ -1,0 +1,50 @@
+"""deploy, deploy.<role>, plan, docker.install: converge hosts to the inventory."""
+
+from dockyard import deploy as deployment
+from dockyard.cli import open_env, task
+from dockyard.inventory import ROLES
+
+
+@task(name="all", default=True, help={"dry_run": "print what would change, change nothing"})
+def deploy(c, env=None, dry_run=False):
+    """Converge the whole stack on every host: registry, mirror, UI, app, webhook."""
+    e = open_env(c, env)
+    deployment.converge(e, dry_run=dry_run)
+    if not dry_run:
+        print_services(e)
+
+
+@task
+def plan(c, env=None):
+    """Print what `deploy` would change, without changing it."""
+    deployment.converge(open_env(c, env), dry_run=True)
+
+
+@task(name="install")
+def docker_install(c, env=None):
+    """Install Docker on every host, start it now and at boot; one round trip when it is there."""
+    deployment.converge(open_env(c, env), only=())
+
+
+def role_task(role: str):
+    @task(name=role, help={"dry_run": "print what would change, change nothing"})
+    def deploy_role(c, env=None, dry_run=False):
+        deployment.converge(open_env(c, env), only=(role,), dry_run=dry_run)
+
+    deploy_role.__doc__ = f"Converge only the {role} service."
+    return deploy_role
+
+
+ROLE_TASKS = [role_task(role) for role in ROLES]
+
+
+def print_services(e) -> None:
+    rows = []
+    for record in e.hosts():
+        for role in record.roles:
+            if role in record.endpoints:
+                rows.append((record.name, role, f"http://{record.endpoints[role]}/"))
+            else:
+                port = e.inventory.service(role).port
+                rows.append((record.name, role, f"127.0.0.1:{port} on the host (invoke registry.tunnel)"))
+    e.out.table(("host", "service", "url"), rows)
