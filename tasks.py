@@ -10,7 +10,7 @@ ns = Collection(hosts.provision, deploy.plan, hosts.teardown)
 ns.add_collection(Collection("deploy", deploy.deploy, *deploy.ROLE_TASKS))
 ns.add_collection(Collection("hosts", hosts.list_, hosts.forget))
 ns.add_collection(Collection("docker", deploy.docker_install))
-ns.add_collection(Collection("images", images.base, images.ship))
+ns.add_collection(Collection("images", images.base, images.ship, images.push))
 ns.configure({
     "dockyard": {
         "root": str(Path(__file__).resolve().parent),

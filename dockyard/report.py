@@ -43,17 +43,19 @@ class Reporter:
 
 
 class Progress:
-    """Bytes moved so far; prints at most twice a second, and a final line."""
+    """Bytes moved so far, printed now and then, and a final line."""
 
     def __init__(self, reporter: Reporter, label: str, total: int | None):
         self.reporter, self.label, self.total = reporter, label, total
         self.done = 0
-        self._last = 0.0
+        self._last = time.monotonic()
+        # a terminal gets frequent updates; a log file a line every few seconds
+        self._interval = 0.5 if getattr(reporter.stream, "isatty", lambda: False)() else 5.0
 
     def __call__(self, done: int) -> None:
         self.done = done
         now = time.monotonic()
-        if now - self._last >= 0.5:
+        if now - self._last >= self._interval:
             self._last = now
             self._print()
 

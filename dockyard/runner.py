@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 
-from dockyard import images
+from dockyard import transfer
 from dockyard.errors import DockyardError, StepFailed
 from dockyard.plan import Plan, RolePlan, Step
 from dockyard.report import Reporter
-from dockyard.ssh import STATS, HostConnection, ScriptFailed
+from dockyard.ssh import HostConnection, ScriptFailed
 
 STEP_MARK = "::step "
 
@@ -85,15 +85,10 @@ class Applier:
 
     def _transfer(self, step: Step) -> None:
         if step.action == "ship":
-            progress = self.out.progress(f"ship {step.target}", images.image_size(step.source))
-            self.conn.stream("docker load --quiet", images.save_chunks(step.source), progress)
+            transfer.ship(self.conn, self.out, step.source)
         else:
-            progress = self.out.progress(f"push {step.target}")
-            start = STATS.bytes_sent
-            registry = f"127.0.0.1:{self.tunnel_port()}"
-            images.push(step.source, registry, step.target.split("/", 1)[1],
-                        lambda: progress(STATS.bytes_sent - start))
-        progress.finish()
+            # the host names its registry 127.0.0.1:<port>; the tunnel reaches it under another port
+            transfer.push(self.conn, self.out, self.tunnel_port(), step.source, step.target.split("/", 1)[1])
 
     def tunnel_port(self) -> int:
         if self._tunnel_port is None:

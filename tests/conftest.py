@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 @dataclass
 class Project:
     root: Path
+    sources: Path = REPO  # templates/, images/ and apps/; copy_sources() gives the test its own to edit
+
+    def copy_sources(self) -> Path:
+        self.sources = self.root / "sources"
+        for folder in ("templates", "images", "apps"):
+            shutil.copytree(REPO / folder, self.sources / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        return self.sources
 
     @property
     def inventory_dir(self) -> Path:
@@ -38,7 +46,7 @@ class Project:
 
     def env(self, name: str) -> Env:
         """An Env whose output is captured in `env.out.stream`."""
-        return Env.open(REPO, name, self.inventory_dir, self.state_dir, Reporter(io.StringIO()))
+        return Env.open(self.sources, name, self.inventory_dir, self.state_dir, Reporter(io.StringIO()))
 
     def invoke(self, env: str, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
         """Run the real command line, as an operator would."""
@@ -47,6 +55,7 @@ class Project:
             "INVOKE_DOCKYARD_ENV": env,
             "INVOKE_DOCKYARD_INVENTORY_DIR": str(self.inventory_dir),
             "INVOKE_DOCKYARD_STATE_DIR": str(self.state_dir),
+            "INVOKE_DOCKYARD_ROOT": str(self.sources),
         }
         result = subprocess.run(
             [sys.executable, "-m", "invoke", *args], cwd=REPO, env=environ, capture_output=True, text=True,

@@ -1,7 +1,9 @@
 """images.*: the base image, and moving local images onto the hosts."""
 
 from dockyard import images as local_images
+from dockyard import transfer
 from dockyard.cli import open_env, task
+from dockyard.errors import DockyardError
 from dockyard.ssh import STATS
 
 
@@ -19,7 +21,20 @@ def ship(c, image, env=None):
     for record in e.hosts():
         with e.connect(record) as conn:
             for ref in image:
-                progress = e.out.progress(f"{record.name} ship {ref}", local_images.image_size(ref))
-                conn.stream("docker load --quiet", local_images.save_chunks(ref), progress)
-                progress.finish()
-    e.out.say(f"shipped {len(image)} image(s); {STATS.bytes_sent} bytes sent")
+                transfer.ship(conn, e.out, ref)
+    e.out.say(f"shipped {len(image)} image(s); {STATS.bytes_sent} bytes sent over SSH")
+
+
+@task(iterable=["image"], help={"image": "local image (name:tag) to push to each host's registry (repeatable)"})
+def push(c, image, env=None):
+    """Push images to each host's private registry through an SSH tunnel; only missing layers travel."""
+    e = open_env(c, env)
+    hosts = [r for r in e.hosts() if "registry" in r.roles]
+    if not hosts:
+        raise DockyardError(f"no host of {e.name} runs the registry role; use `invoke images.ship` instead")
+    for record in hosts:
+        with e.connect(record) as conn, conn.tunnel(e.inventory.services.registry.port) as port:
+            for ref in image:
+                name = ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
+                transfer.push(conn, e.out, port, name, name)
+    e.out.say(f"pushed {len(image)} image(s); {STATS.bytes_sent} bytes sent over SSH")

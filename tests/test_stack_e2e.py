@@ -1,0 +1,162 @@
+"""The whole stack on a sandbox host: provision deploy from nothing, probe each service, converge again."""
+
+import json
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
+import docker
+import pytest
+
+from dockyard import facts
+
+pytestmark = pytest.mark.e2e
+ENV = "t-stack"
+CONTAINERS = ("dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "dockyard-app", "dockyard-webhook")
+
+
+@pytest.fixture(scope="module")
+def stack(module_project):
+    module_project.copy_sources()
+    module_project.inventory(ENV, """\
+        provider: sandbox
+        hosts:
+          web1: {}
+        services:
+          mirror: {remote_url: "http://dockyard-registry:5000"}
+        """)
+    result = module_project.invoke(ENV, "provision", "deploy")
+    yield module_project, result
+    module_project.invoke(ENV, "teardown", "--yes", check=False)
+
+
+MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+
+
+def http(url: str, method: str = "GET", data: bytes | None = None, headers=None) -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@contextmanager
+def tunnel(project, port: int):
+    env = project.env(ENV)
+    (record,) = env.hosts()
+    with env.connect(record) as conn, conn.tunnel(port) as local:
+        yield f"http://127.0.0.1:{local}", conn
+
+
+def started_at(project) -> dict[str, str]:
+    env = project.env(ENV)
+    (record,) = env.hosts()
+    with env.connect(record) as conn:
+        seen = facts.parse(conn.run(facts.script(record.user, [])))
+    return {name: c.started_at for name, c in seen.containers.items()}
+
+
+def test_cold_deploy_reports_each_step_and_the_service_urls(stack):
+    _, result = stack
+    for role in ("docker", "registry", "mirror", "registry_ui", "app", "webhook"):
+        assert f"web1       {role:<12} changed" in result.stdout
+    assert "host  service      url" in result.stdout
+    assert "web1  registry     127.0.0.1:5000 on the host (invoke registry.tunnel)" in result.stdout
+
+
+def test_the_app_answers_version_1_on_its_published_port(stack):
+    project, _ = stack
+    (record,) = project.env(ENV).hosts()
+    assert http(f"http://{record.endpoints['app']}/") == (200, "Flask Hello world! Version 1\n")
+    status, body = http(f"http://{record.endpoints['app']}/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_the_registry_catalog_lists_the_app(stack):
+    project, _ = stack
+    with tunnel(project, 5000) as (url, _):
+        status, body = http(f"{url}/v2/_catalog")
+    assert status == 200
+    assert "flask-hello" in json.loads(body)["repositories"]
+
+
+def test_the_mirror_pulls_through_and_refuses_pushes(stack):
+    project, _ = stack
+    with tunnel(project, 5000) as (registry, _):
+        tags = json.loads(http(f"{registry}/v2/flask-hello/tags/list")[1])["tags"]
+    with tunnel(project, 5001) as (mirror, conn):
+        status, body = http(f"{mirror}/v2/flask-hello/manifests/{tags[0]}", headers={"Accept": MANIFEST_TYPES})
+        assert status == 200, body
+        # the host's engine pulls through it as through any registry
+        conn.run(f"docker pull --quiet 127.0.0.1:5001/flask-hello:{tags[0]}")
+        status, body = http(f"{mirror}/v2/pushed/blobs/uploads/", method="POST", data=b"")
+    assert status == 405
+    assert "UNSUPPORTED" in body
+
+
+def test_the_ui_page_loads(stack):
+    project, _ = stack
+    with tunnel(project, 8080) as (url, _):
+        status, body = http(f"{url}/")
+    assert status == 200
+    assert "dockyard registry" in body
+
+
+def test_the_webhook_health_endpoint_answers(stack):
+    project, _ = stack
+    (record,) = project.env(ENV).hosts()
+    assert http(f"http://{record.endpoints['webhook']}/healthz")[0] == 200
+
+
+def test_a_second_deploy_restarts_nothing(stack):
+    project, _ = stack
+    before = started_at(project)
+    result = project.invoke(ENV, "deploy")
+    assert "no changes (" in result.stdout
+    assert "1 SSH connection(s), 1 remote command(s)" in result.stdout
+    assert started_at(project) == before
+    assert set(before) == set(CONTAINERS)
+
+
+def test_plan_prints_changes_without_making_them(stack):
+    project, _ = stack
+    template = project.sources / "templates" / "mirror" / "config.yml.j2"
+    original = template.read_text()
+    template.write_text(original.replace("level: info", "level: debug"))
+    try:
+        before = started_at(project)
+        result = project.invoke(ENV, "plan")
+        assert "web1       mirror       change" in result.stdout
+        assert "recreate dockyard-mirror (config)" in result.stdout
+        assert "web1       registry     ok" in result.stdout
+        assert started_at(project) == before
+    finally:
+        template.write_text(original)
+
+
+def test_a_changed_registry_template_restarts_only_the_registry_and_keeps_its_images(stack):
+    project, _ = stack
+    before = started_at(project)
+    template = project.sources / "templates" / "registry" / "config.yml.j2"
+    template.write_text(template.read_text().replace("level: info", "level: debug"))
+
+    result = project.invoke(ENV, "deploy")
+    assert "web1       registry     changed" in result.stdout
+    assert "recreate dockyard-registry (config)" in result.stdout
+    after = started_at(project)
+    assert [name for name in CONTAINERS if after[name] != before[name]] == ["dockyard-registry"]
+    with tunnel(project, 5000) as (url, _):
+        assert "flask-hello" in json.loads(http(f"{url}/v2/_catalog")[1])["repositories"]
+
+
+def test_teardown_removes_everything(stack):
+    project, _ = stack
+    project.invoke(ENV, "teardown", "--yes")
+    client = docker.from_env()
+    selector = {"label": f"dockyard.env={ENV}"}
+    assert client.containers.list(all=True, filters=selector) == []
+    assert client.volumes.list(filters=selector) == []
+    assert client.networks.list(filters=selector) == []
+    assert not (project.state_dir / ENV).exists()
