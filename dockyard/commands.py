@@ -7,7 +7,7 @@ import shlex
 from pathlib import PurePosixPath
 
 from dockyard.inventory import Docker
-from dockyard.spec import NETWORK, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Rendered
+from dockyard.spec import IMAGE_LABEL, NETWORK, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Rendered
 
 
 def docker(*args: str) -> str:
@@ -25,7 +25,8 @@ def container_document(spec: ContainerSpec, role: str) -> dict:
         "command": list(spec.command),
         "restart": spec.restart,
         "network": spec.network,
-        "labels": {**dict(spec.labels), ROLE_LABEL: role},
+        "labels": {**dict(spec.labels), ROLE_LABEL: role, IMAGE_LABEL: spec.image},
+        "stop_timeout_s": spec.stop_timeout,
         "log": {"max-size": "10m", "max-file": "3"},
         "health": spec.health and {
             "command": spec.health.command(), "interval_s": 2, "timeout_s": 3, "retries": 3,
@@ -35,7 +36,8 @@ def container_document(spec: ContainerSpec, role: str) -> dict:
 
 def run_container(spec: ContainerSpec, role: str, digest: str) -> str:
     doc = container_document(spec, role)
-    args = ["run", "--detach", "--name", doc["name"], "--restart", doc["restart"], "--network", doc["network"]]
+    args = ["run", "--detach", "--name", doc["name"], "--restart", doc["restart"], "--network", doc["network"],
+            "--stop-timeout", str(doc["stop_timeout_s"])]
     for key, value in doc["log"].items():
         args += ["--log-opt", f"{key}={value}"]
     for port in doc["ports"]:
@@ -94,19 +96,24 @@ def write_file(file: Rendered) -> str:
     )
 
 
+APT = "apt-get -o DPkg::Lock::Timeout=300 -qq"  # waits for an earlier, interrupted run still holding the lock
+
+
 def install_docker(settings: Docker, user: str) -> str:
     """Install Docker, start it now and at boot, and let `user` use it; safe to run again."""
     if settings.install == "script":
         install = (
-            f"command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl >/dev/null)\n"
+            f"command -v curl >/dev/null || ({APT} update && {APT} install -y curl >/dev/null)\n"
             f"  curl -fsSL {shlex.quote(settings.script_url)} -o /tmp/get-docker.sh && sh /tmp/get-docker.sh >/dev/null"
         )
     else:
-        install = "apt-get update -qq && apt-get install -y -qq docker.io >/dev/null"
+        install = f"{APT} update && {APT} install -y docker.io >/dev/null"
     u = shlex.quote(user)
     start = "(setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &)"
     return f"""export DEBIAN_FRONTEND=noninteractive
-if ! command -v dockerd >/dev/null 2>&1; then
+# An interrupted earlier run may have left packages half-configured: finish them first.
+if ! command -v dockerd >/dev/null 2>&1 || [ -n "$(dpkg --audit 2>/dev/null)" ]; then
+  dpkg --configure -a >/dev/null 2>&1 || true
   {install}
 fi
 if [ -d /run/systemd/system ]; then

@@ -9,7 +9,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
-from dockyard.spec import ROLE_LABEL, SPEC_LABEL, ContainerSpec
+from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, ContainerSpec
 
 SECTIONS = ("docker", "boot", "groups", "containers", "images", "files")
 
@@ -22,6 +22,7 @@ class Seen:
     role: str
     digest: str
     image_id: str
+    declared_image: str  # what deploy asked for; differs from the running image after a webhook redeploy
     running: bool
     started_at: str
     restart: str
@@ -118,6 +119,7 @@ def _seen(inspect: dict) -> Seen:
         role=labels.get(ROLE_LABEL, ""),
         digest=labels.get(SPEC_LABEL, ""),
         image_id=inspect["Image"],
+        declared_image=labels.get(IMAGE_LABEL, ""),
         running=bool(state.get("Running")),
         started_at=state.get("StartedAt", ""),
         restart=(host.get("RestartPolicy") or {}).get("Name", ""),

@@ -271,6 +271,17 @@ def _check(inv: Inventory, fail) -> None:
             fail("aws.ssh_cidr", "missing; name the network SSH may come from, e.g. your address/32")
         _cidr(inv.aws.ssh_cidr, "aws.ssh_cidr", fail)
         _choose(inv.aws.arch, ("amd64", "arm64"), "aws.arch", fail)
+        if inv.aws.ami and not re.match(r"^ami-[0-9a-f]+$", inv.aws.ami):
+            fail("aws.ami", f"{inv.aws.ami!r} is not an image id like ami-0123456789abcdef0")
+        if inv.aws.root_volume_gb < 8:
+            fail("aws.root_volume_gb", f"{inv.aws.root_volume_gb} is smaller than Ubuntu's 8 GB image; use 8 or more")
+        if inv.aws.vpc_id and not inv.aws.subnet_id:
+            fail("aws.vpc_id", "set aws.subnet_id too: the subnet of that VPC the hosts go in")
+        if inv.aws.key_name and not inv.ssh.key:
+            fail("aws.key_name", "set ssh.key to that key pair's private key, or drop aws.key_name to use dockyard's")
+        for role in dict.fromkeys(r for host in inv.hosts for r in host.roles):
+            if inv.service(role).port == 22:
+                fail(f"services.{role}.port", "22 is SSH's port on aws hosts; pick another")
 
 
 def _choose(value: str, allowed: tuple[str, ...], key: str, fail) -> None:

@@ -117,7 +117,9 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     if current.digest != want.digest:
         reasons.append("config" if rewritten else "spec")
     reasons += [f"drift: {field}" for field in current.drift(spec)]
-    if image_changing or current.image_id != wanted_id:
+    # A container the webhook moved to a newer pushed image still counts as declared: deploy changes it
+    # only when what deploy declares changes.
+    if image_changing or (current.image_id != wanted_id and current.declared_image != image.ref):
         reasons.append("image")
     if rewritten and "config" not in reasons:
         reasons.append("files rewritten")

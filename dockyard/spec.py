@@ -15,6 +15,8 @@ CONFIG_ROOT = "/etc/dockyard"
 NETWORK = "dockyard"
 SPEC_LABEL = "dockyard.spec"
 ROLE_LABEL = "dockyard.role"
+# The image deploy declared; the webhook keeps it when it moves the app to a newer pushed image.
+IMAGE_LABEL = "dockyard.image"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class ContainerSpec:
     restart: str = "always"
     network: str = NETWORK
     health: Health | None = None
+    stop_timeout: int = 10  # seconds `docker stop` waits before killing
     labels: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict:

@@ -8,6 +8,9 @@ from roles import app
 
 CONFIG = f"{CONFIG_ROOT}/webhook/config.json"
 CONTAINER_PORT = 9000
+# On the host itself, so the audit log outlives the container and `app.history` reads it over SSH.
+HISTORY_DIR = "/var/lib/dockyard/webhook"
+HISTORY_FILE = f"{HISTORY_DIR}/history.jsonl"
 
 
 def declare(target: Target) -> RoleSpec:
@@ -24,8 +27,10 @@ def declare(target: Target) -> RoleSpec:
                 f"{CONFIG}:/etc/dockyard-webhook/config.json:ro",
                 # the folder, not the file: deploy replaces the file atomically, which a file mount would miss
                 f"{app.SPEC_DIR}:/etc/dockyard-webhook/app:ro",
-                "dockyard-webhook-data:/var/lib/dockyard-webhook",
+                f"{HISTORY_DIR}:/var/lib/dockyard-webhook",
             ),
             health=Health(CONTAINER_PORT, "/healthz"),
+            # let a redeploy in flight finish, or roll back, before the listener is stopped
+            stop_timeout=target.inventory.services.webhook.health_timeout + 30,
         ),
     )

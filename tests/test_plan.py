@@ -37,7 +37,8 @@ def converged(wants) -> facts.HostFacts:
         groups=frozenset({"ubuntu", "docker"}),
         containers={
             w.container.name: facts.Seen(
-                name=w.container.name, role=w.role, digest=w.digest, image_id=w.image.image_id, running=True,
+                name=w.container.name, role=w.role, digest=w.digest, image_id=w.image.image_id,
+                declared_image=w.image.ref, running=True,
                 started_at="t0", restart=w.container.restart,
                 ports=frozenset(facts.normalize_port(p) for p in w.container.ports),
                 env=frozenset(f"{k}={v}" for k, v in w.container.env) | {"PATH=/usr/bin"},
@@ -155,6 +156,12 @@ def test_a_new_app_build_is_pushed_pulled_and_recreated():
     ]
 
 
+def test_an_app_the_webhook_moved_to_a_newer_image_is_left_alone():
+    seen = converged(desired())
+    seen.containers["dockyard-app"] = replace(seen.containers["dockyard-app"], image_id="sha256:released-v2")
+    assert steps(make_plan("web1", desired(), seen)) == []
+
+
 def test_an_image_already_on_the_host_under_another_tag_is_only_tagged():
     seen = converged(desired())
     rebuilt = {**BUILT, "app": Built("dockyard/app:def456", "sha256:app-id", cached=True)}
@@ -216,9 +223,10 @@ def test_run_container_command_line():
         health=Health(2, "/h"),
     )
     assert commands.run_container(spec, "x", "d1g") == (
-        "docker run --detach --name dockyard-x --restart always --network dockyard --log-opt max-size=10m "
-        "--log-opt max-file=3 --publish 127.0.0.1:1:2 --volume v:/data --env 'A=b c' --label dockyard.role=x "
-        "--label dockyard.spec=d1g --health-cmd 'wget -q -O /dev/null http://127.0.0.1:2/h' "
+        "docker run --detach --name dockyard-x --restart always --network dockyard --stop-timeout 10 "
+        "--log-opt max-size=10m --log-opt max-file=3 --publish 127.0.0.1:1:2 --volume v:/data --env 'A=b c' "
+        "--label dockyard.role=x --label dockyard.image=img:1 --label dockyard.spec=d1g "
+        "--health-cmd 'wget -q -O /dev/null http://127.0.0.1:2/h' "
         "--health-interval 2s --health-timeout 3s --health-retries 3 img:1"
     )
 
@@ -233,7 +241,7 @@ def test_write_file_is_atomic_and_secret_files_are_0600():
 
 
 def test_install_docker_uses_apt_by_default_and_the_script_on_request():
-    assert "apt-get install -y -qq docker.io" in commands.install_docker(Docker(), "ubuntu")
+    assert "apt-get -o DPkg::Lock::Timeout=300 -qq install -y docker.io" in commands.install_docker(Docker(), "ubuntu")
     scripted = commands.install_docker(Docker(install="script", script_url="https://example.test/d.sh"), "u")
     assert "curl -fsSL https://example.test/d.sh" in scripted
     assert "usermod -aG docker u" in scripted

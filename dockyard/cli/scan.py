@@ -1,0 +1,55 @@
+"""images.scan: Trivy's vulnerability scan of an image in the private registry, with a severity gate.
+
+Exit codes: 0 clean enough, 1 error, 2 findings at or above --fail-on, 3 Trivy or its database cannot
+be fetched (offline). See dockyard/scan.py.
+"""
+
+import shutil
+from pathlib import Path
+
+from invoke import Exit
+
+from dockyard import scan as scanning
+from dockyard.cli import open_env, task
+from dockyard.cli.registry import HOST_HELP, registry_hosts
+
+
+@task(help={
+    "image": "REPOSITORY[:TAG] in the private registry, e.g. flask-hello:latest",
+    "fail_on": f"exit {scanning.EXIT_FINDINGS} if a finding is this severe or worse: {', '.join(scanning.SEVERITIES)}",
+    "json": "also write Trivy's JSON report to this file",
+    **HOST_HELP,
+})
+def scan(c, image, env=None, host=None, fail_on=None, json=None):
+    """Scan an image of the private registry with Trivy: local binary if installed, else on the host."""
+    e = open_env(c, env)
+    gate = scanning.threshold(fail_on) if fail_on else None  # a typo fails before any connection
+    reference = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
+    record = registry_hosts(e, host)[0]
+    registry_port = e.inventory.services.registry.port
+    trivy = shutil.which("trivy")
+    try:
+        with e.connect(record) as conn:
+            if trivy:
+                with conn.tunnel(registry_port) as port:
+                    e.out.say(f"scanning {reference} with {trivy}, through a tunnel to {record.name}")
+                    raw = scanning.scan_locally(trivy, f"127.0.0.1:{port}/{reference}")
+            else:
+                e.out.say(f"scanning {reference} on {record.name} with {scanning.TRIVY_IMAGE} (no local trivy)")
+                raw = scanning.scan_on_host(conn, f"127.0.0.1:{registry_port}/{reference}")
+    except scanning.ScanUnavailable as unavailable:
+        raise Exit(f"scan unavailable: {unavailable}", code=scanning.EXIT_UNAVAILABLE) from None
+    report = scanning.parse_report(raw)
+    if json:
+        Path(json).write_text(raw)
+        e.out.say(f"Trivy's report: {json}")
+    show_report(e.out, report)
+    if gate and (over := report.at_or_above(gate)):
+        raise Exit(f"{len(over)} finding(s) at {gate} or above in {reference}", code=scanning.EXIT_FINDINGS)
+
+
+def show_report(out, report: scanning.ScanReport) -> None:
+    out.table(("severity", "findings"), scanning.severity_rows(report))
+    if report.findings:
+        out.say(f"top {min(len(report.findings), scanning.TOP_FINDINGS)} of {len(report.findings)}:")
+        out.table(("severity", "id", "package", "installed", "fixed", "title"), scanning.finding_rows(report))
