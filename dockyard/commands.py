@@ -9,24 +9,25 @@ from pathlib import PurePosixPath
 from dockyard.inventory import Docker
 from dockyard.spec import IMAGE_LABEL, NETWORK, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Rendered
 
+DOCKER_STOP_TIMEOUT = 10
+
 
 def docker(*args: str) -> str:
     return shlex.join(("docker", *args))
 
 
 def container_document(spec: ContainerSpec, role: str) -> dict:
-    """Everything `docker run` gets, as data: deploy runs it, and the webhook recreates the app from it."""
+    """Everything `docker run` gets but the image, as data: deploy runs it, and the webhook recreates the app
+    from it on each pushed image. Deploy's bookkeeping labels are added by `run_container` alone."""
     return {
         "name": spec.name,
-        "image": spec.image,
         "ports": list(spec.ports),
         "volumes": list(spec.volumes),
         "env": dict(spec.env),
         "command": list(spec.command),
         "restart": spec.restart,
         "network": spec.network,
-        "labels": {**dict(spec.labels), ROLE_LABEL: role, IMAGE_LABEL: spec.image},
-        "stop_timeout_s": spec.stop_timeout,
+        "labels": {**dict(spec.labels), ROLE_LABEL: role},
         "log": {"max-size": "10m", "max-file": "3"},
         "health": spec.health and {
             "command": spec.health.command(), "interval_s": 2, "timeout_s": 3, "retries": 3,
@@ -36,8 +37,10 @@ def container_document(spec: ContainerSpec, role: str) -> dict:
 
 def run_container(spec: ContainerSpec, role: str, digest: str) -> str:
     doc = container_document(spec, role)
-    args = ["run", "--detach", "--name", doc["name"], "--restart", doc["restart"], "--network", doc["network"],
-            "--stop-timeout", str(doc["stop_timeout_s"])]
+    args = ["run", "--detach", "--name", doc["name"], "--restart", doc["restart"], "--network", doc["network"]]
+    if spec.stop_timeout != DOCKER_STOP_TIMEOUT:
+        # not in the document: the webhook's SDK cannot set it, and the app keeps Docker's default
+        args += ["--stop-timeout", str(spec.stop_timeout)]
     for key, value in doc["log"].items():
         args += ["--log-opt", f"{key}={value}"]
     for port in doc["ports"]:
@@ -46,14 +49,14 @@ def run_container(spec: ContainerSpec, role: str, digest: str) -> str:
         args += ["--volume", volume]
     for key, value in doc["env"].items():
         args += ["--env", f"{key}={value}"]
-    for key, value in {**doc["labels"], SPEC_LABEL: digest}.items():
+    for key, value in {**doc["labels"], IMAGE_LABEL: spec.image, SPEC_LABEL: digest}.items():
         args += ["--label", f"{key}={value}"]
     if health := doc["health"]:
         args += [
             "--health-cmd", health["command"], "--health-interval", f"{health['interval_s']}s",
             "--health-timeout", f"{health['timeout_s']}s", "--health-retries", str(health["retries"]),
         ]
-    return docker(*args, doc["image"], *doc["command"])
+    return docker(*args, spec.image, *doc["command"])
 
 
 def remove_container(name: str) -> str:

@@ -64,7 +64,7 @@ class ContainerSpec:
     restart: str = "always"
     network: str = NETWORK
     health: Health | None = None
-    stop_timeout: int = 10  # seconds `docker stop` waits before killing
+    stop_timeout: int = 10  # seconds `docker stop` waits before killing; 10 is Docker's default
     labels: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict:

@@ -126,3 +126,42 @@ def test_unknown_environment_lists_the_known_ones(project):
 
 def test_relative_key_paths_are_relative_to_the_project():
     assert inventory.resolve_path("keys/k", Path("/p/inventory/x.yml")) == Path("/p/keys/k")
+
+
+AWS = "provider: aws\naws: {ssh_cidr: 203.0.113.7/32%s}\nhosts: {a: {roles: [app]}}\n"
+
+
+def test_an_aws_inventory_loads_with_its_defaults(project):
+    inv = load(project, AWS % ", region: eu-west-1")
+    assert (inv.aws.region, inv.aws.instance_type, inv.aws.root_volume_gb, inv.aws.arch) == (
+        "eu-west-1", "t3.small", 20, "amd64")
+
+
+def test_aws_ami_must_be_an_image_id(project):
+    assert "aws.ami: 'ubuntu-24.04' is not an image id like ami-" in error(project, AWS % ", ami: ubuntu-24.04")
+
+
+def test_aws_root_volume_holds_the_image(project):
+    assert "aws.root_volume_gb: 4 is smaller than Ubuntu's 8 GB image" in error(project, AWS % ", root_volume_gb: 4")
+
+
+def test_aws_vpc_needs_its_subnet(project):
+    assert "aws.vpc_id: set aws.subnet_id too" in error(project, AWS % ", vpc_id: vpc-1")
+
+
+def test_aws_key_name_needs_its_private_key(project):
+    assert "aws.key_name: set ssh.key to that key pair's private key" in error(project, AWS % ", key_name: mine")
+
+
+def test_aws_arch_is_amd64_or_arm64(project):
+    assert "aws.arch: 'x86_64' is not one of: amd64, arm64" in error(project, AWS % ", arch: x86_64")
+
+
+def test_aws_ssh_cidr_is_a_network(project):
+    assert "aws.ssh_cidr: 'my laptop' is not a network" in error(
+        project, "provider: aws\naws: {ssh_cidr: my laptop}\nhosts: {a: {}}\n")
+
+
+def test_no_aws_service_on_the_ssh_port(project):
+    message = error(project, AWS % "" + "services: {app: {port: 22}}\n")
+    assert "services.app.port: 22 is SSH's port on aws hosts; pick another" in message

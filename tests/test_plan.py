@@ -151,9 +151,10 @@ def test_a_new_app_build_is_pushed_pulled_and_recreated():
     plan = make_plan("web1", desired(built=rebuilt), seen)
     ref = "127.0.0.1:5000/flask-hello:deploy-def456"
     assert steps(plan) == [
-        ("app", "push", ref), ("app", "pull", ref), ("app", "write", "/etc/dockyard/app/container.json"),
+        ("app", "push", ref), ("app", "pull", ref),
         ("app", "recreate", "dockyard-app"), ("app", "wait", "dockyard-app"),
     ]
+    assert plan.roles[3].steps[2].reason == "image"
 
 
 def test_an_app_the_webhook_moved_to_a_newer_image_is_left_alone():
@@ -223,7 +224,7 @@ def test_run_container_command_line():
         health=Health(2, "/h"),
     )
     assert commands.run_container(spec, "x", "d1g") == (
-        "docker run --detach --name dockyard-x --restart always --network dockyard --stop-timeout 10 "
+        "docker run --detach --name dockyard-x --restart always --network dockyard "
         "--log-opt max-size=10m --log-opt max-file=3 --publish 127.0.0.1:1:2 --volume v:/data --env 'A=b c' "
         "--label dockyard.role=x --label dockyard.image=img:1 --label dockyard.spec=d1g "
         "--health-cmd 'wget -q -O /dev/null http://127.0.0.1:2/h' "

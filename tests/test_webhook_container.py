@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from dockyard import commands, facts, images, inventory
-from dockyard.spec import ROLE_LABEL, SPEC_LABEL, ContainerSpec, Health
+from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Health
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -298,7 +298,7 @@ def test_the_recreated_app_keeps_its_spec_and_deploy_sees_it_converged(stack):
     assert (seen.digest, seen.role, seen.running) == (SPEC_DIGEST, "app", True)
     assert seen.drift(stack.spec) == []
     assert now["Config"]["Labels"] == first["Config"]["Labels"] == {
-        "team": "t-webhook", ROLE_LABEL: "app", SPEC_LABEL: SPEC_DIGEST,
+        "team": "t-webhook", ROLE_LABEL: "app", SPEC_LABEL: SPEC_DIGEST, IMAGE_LABEL: stack.spec.image,
     }
     for key in ("PortBindings", "Binds", "RestartPolicy", "LogConfig", "NetworkMode"):
         assert now["HostConfig"][key] == first["HostConfig"][key], key

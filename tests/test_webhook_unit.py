@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from dockyard import commands, deploy, inventory
 from dockyard.images import Built
-from dockyard.spec import SPEC_LABEL, ContainerSpec, Health, Target
+from dockyard.spec import IMAGE_LABEL, SPEC_LABEL, ContainerSpec, Health, Target
 from dockyard.state import HostRecord
 from roles import app, webhook
 from tests.conftest import REPO
@@ -247,7 +247,7 @@ def test_refusal(trigger, config, reason):
 
 def test_the_listener_names_what_deploy_names():
     assert triggers.DEPLOY_TAG_PREFIX == deploy.PUSHED_TAG_PREFIX
-    assert redeploy.SPEC_LABEL == SPEC_LABEL
+    assert redeploy.DEPLOY_LABELS == (SPEC_LABEL, IMAGE_LABEL)
 
 
 def test_image_for_each_source():
@@ -306,21 +306,18 @@ def test_config_refuses(tmp_path, change, complaint):
 
 def test_app_spec_rendered_by_deploy_becomes_the_same_container(tmp_path):
     doc = redeploy.read_app_spec(rendered(app, tmp_path)["container.json"])
-    args = redeploy.create_args(doc, "127.0.0.1:5000/flask-hello:v2", "0123abcd")
+    args = redeploy.create_args(doc, "127.0.0.1:5000/flask-hello:v2", {SPEC_LABEL: "0123abcd"})
     assert args == {
         "image": "127.0.0.1:5000/flask-hello:v2",
         "name": "dockyard-app",
         "command": None,
         "environment": {},
-        # the image deploy declared stays, so deploy does not undo the webhook's newer image
-        "labels": {"dockyard.role": "app", "dockyard.image": "127.0.0.1:5000/flask-hello:deploy-abc",
-                   SPEC_LABEL: "0123abcd"},
+        "labels": {"dockyard.role": "app", SPEC_LABEL: "0123abcd"},
         "ports": {"8000/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8000"}]},
         "volumes": [],
         "network": "dockyard",
         "restart_policy": {"Name": "always", "MaximumRetryCount": 0},
         "log_config": {"Type": "", "Config": {"max-size": "10m", "max-file": "3"}},
-        "stop_timeout": 10,
         "detach": True,
         "healthcheck": {
             "test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8000/healthz"],
@@ -335,7 +332,7 @@ def test_every_field_of_a_spec_carries_over():
         volumes=("/srv/data:/data:ro", "named:/cache"), env=(("A", "1"), ("B", "x=y")), command=("gunicorn", "-w", "2"),
         restart="on-failure:3", network="net", health=None, labels=(("team", "web"),),
     )
-    args = redeploy.create_args(commands.container_document(spec, "app"), "new", None)
+    args = redeploy.create_args(commands.container_document(spec, "app"), "new", {})
     assert args["ports"] == {
         "8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8000"}],
         "90/udp": [{"HostIp": "", "HostPort": "9090"}],
@@ -347,7 +344,7 @@ def test_every_field_of_a_spec_carries_over():
     assert args["command"] == ["gunicorn", "-w", "2"]
     assert args["restart_policy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     # no digest is known here, and none is invented
-    assert args["labels"] == {"team": "web", "dockyard.role": "app", "dockyard.image": "old"}
+    assert args["labels"] == {"team": "web", "dockyard.role": "app"}
     assert "healthcheck" not in args
 
 
@@ -730,7 +727,7 @@ def test_a_health_spec_translates_like_deploys_command_line():
     spec = ContainerSpec(name="dockyard-app", health=Health(8000, "/healthz"))
     doc = commands.container_document(spec, "app")
     line = commands.run_container(spec, "app", "d")
-    check = redeploy.create_args(doc, "img", None)["healthcheck"]
+    check = redeploy.create_args(doc, "img", {})["healthcheck"]
     assert f"--health-interval {check['interval'] // 10**9}s" in line
     assert f"--health-timeout {check['timeout'] // 10**9}s" in line
     assert f"--health-retries {check['retries']}" in line

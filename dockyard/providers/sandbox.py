@@ -139,7 +139,8 @@ def _create(client, env: Env, host: Host, name: str, image: str, network: str, p
 
 def _ensure_network(client, env: str) -> str:
     name = network_name(env)
-    if not client.networks.list(names=[name]):
+    # the engine's name filter matches substrings: dockyard-t-rel would find dockyard-t-release
+    if not any(n.name == name for n in client.networks.list(names=[name])):
         client.networks.create(name, labels=labels(env))
     return name
 

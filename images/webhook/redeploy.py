@@ -16,12 +16,14 @@ from typing import Generic, TypeVar
 
 import docker.errors
 
-SPEC_LABEL = "dockyard.spec"  # dockyard.spec.SPEC_LABEL: deploy's digest, carried over so deploy sees no change
+# deploy's bookkeeping (dockyard.spec's SPEC_LABEL and IMAGE_LABEL), carried over so deploy sees no change
+DEPLOY_LABELS = ("dockyard.spec", "dockyard.image")
 POLL_INTERVAL = 0.5
+DOCKER_STOP_TIMEOUT = 10  # what `docker stop` waits when the container sets nothing
 # container.json is dockyard.commands.container_document(spec, "app"): these keys, these types.
 SPEC_FIELDS = {
-    "name": str, "image": str, "ports": list, "volumes": list, "env": dict, "command": list, "restart": str,
-    "network": str, "labels": dict, "log": dict, "health": (dict, type(None)), "stop_timeout_s": int,
+    "name": str, "ports": list, "volumes": list, "env": dict, "command": list, "restart": str,
+    "network": str, "labels": dict, "log": dict, "health": (dict, type(None)),
 }
 HEALTH_FIELDS = {"command": str, "interval_s": int, "timeout_s": int, "retries": int}
 
@@ -62,7 +64,7 @@ def read_app_spec(path: Path) -> dict:
     return doc
 
 
-def create_args(doc: dict, image: str, spec_label: str | None) -> dict:
+def create_args(doc: dict, image: str, carried: dict[str, str]) -> dict:
     """Keyword arguments of `containers.create` that give what `commands.run_container` gives, on `image`."""
     restart, _, retries = doc["restart"].partition(":")
     args = {
@@ -70,13 +72,12 @@ def create_args(doc: dict, image: str, spec_label: str | None) -> dict:
         "name": doc["name"],
         "command": doc["command"] or None,
         "environment": doc["env"],
-        "labels": {**doc["labels"], **({SPEC_LABEL: spec_label} if spec_label else {})},
+        "labels": {**doc["labels"], **carried},
         "ports": port_bindings(doc["ports"]),
         "volumes": doc["volumes"],  # kept as `-v` strings, so HostConfig.Binds reads as the spec does
         "network": doc["network"],
         "restart_policy": {"Name": restart, "MaximumRetryCount": int(retries or 0)},
         "log_config": {"Type": "", "Config": doc["log"]},  # "": the daemon's default driver, as `--log-opt` alone
-        "stop_timeout": doc["stop_timeout_s"],
         "detach": True,
     }
     if health := doc["health"]:
@@ -121,16 +122,16 @@ class Redeployer:
         before = self._record(current)
         if current and current.attrs["Image"] == pulled.id and current.attrs["State"]["Running"]:
             return Outcome("success", f"unchanged: {doc['name']} already runs that image", image, before, before)
-        spec_label = current.labels.get(SPEC_LABEL) if current else None
+        carried = {k: v for k, v in (current.labels if current else {}).items() if k in DEPLOY_LABELS}
 
-        problem = self._start(current, create_args(doc, image, spec_label))
+        problem = self._start(current, create_args(doc, image, carried))
         if problem is None:
             return Outcome("success", "", image, before, self._record(self._container(doc["name"])))
         if current is None:
             return Outcome("failure", f"{problem}; there was no previous container to restore", image)
 
         previous = self._previous_ref(current)
-        failed_again = self._start(self._container(doc["name"]), create_args(doc, previous, spec_label))
+        failed_again = self._start(self._container(doc["name"]), create_args(doc, previous, carried))
         after = self._record(self._container(doc["name"]))
         if failed_again:
             return Outcome("failure", f"{problem}; restoring {previous} failed too: {failed_again}", image,
@@ -141,8 +142,8 @@ class Redeployer:
         """Replace `current` by a container made from `args` and wait until Docker calls it healthy."""
         try:
             if current is not None:
-                # the old app finishes its requests within its own stop timeout, as `docker stop`
-                current.stop(timeout=current.attrs["Config"].get("StopTimeout") or 10)
+                # the old app gets its own stop timeout to finish its requests, as `docker stop` gives it
+                current.stop(timeout=current.attrs["Config"].get("StopTimeout") or DOCKER_STOP_TIMEOUT)
                 current.remove()
             container = self.client.containers.create(**args)
             container.start()

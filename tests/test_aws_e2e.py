@@ -1,0 +1,80 @@
+"""provider: aws end to end: `invoke provision` against moto, then Docker installed over SSH on the host.
+
+How the fake cloud gets a machine: moto's instances have nothing behind them, so the test first creates a
+sandbox host under a second environment (t-aws-box) in the same test project, then has moto hand out that
+container's address on its Docker bridge network as the public IP of every instance it launches (moto draws
+public IPs from one function, `random_public_ip`, replaced here in the moto server, which runs in the test
+process). The aws environment names the sandbox environment's key as `ssh.key`, so the key pair it imports is
+the one the sandbox host accepts. The rest is the real path: boto3 over HTTP, the wait for running and status
+checks, the wait for SSH on port 22 with the host key pinned, and `docker.install` through the recorded state.
+"""
+
+import pytest
+from moto.ec2.models import elastic_network_interfaces
+
+from tests import fake_aws
+
+pytestmark = pytest.mark.e2e
+BOX = "t-aws-box"
+ENV = "t-aws"
+
+
+@pytest.fixture(scope="module")
+def cloud(module_project, tmp_path_factory):
+    """The project with a sandbox host posing as the EC2 instance; yields a client of the fake cloud."""
+    with fake_aws.moto_server() as endpoint, pytest.MonkeyPatch.context() as monkeypatch:
+        fake_aws.fresh_cloud(endpoint, monkeypatch, tmp_path_factory.mktemp("aws-home"))
+        fake_aws.publish_ubuntu("20250115")
+        module_project.inventory(BOX, "provider: sandbox\nhosts: {web1: {roles: []}}\n")
+        try:
+            module_project.invoke(BOX, "provision")
+            (machine,) = module_project.env(BOX).hosts()
+            monkeypatch.setattr(elastic_network_interfaces, "random_public_ip", lambda: machine.provider["ip"])
+            fake_aws.aws_inventory(
+                module_project, ENV, {"web1": {"roles": ["app"]}},
+                aws={"endpoint_url": endpoint}, ssh={"key": str(module_project.state_dir / BOX / "id_ed25519")},
+            )
+            yield fake_aws.ec2(endpoint)
+        finally:
+            module_project.invoke(ENV, "teardown", "--yes", check=False)
+            module_project.invoke(BOX, "teardown", "--yes", check=False)
+
+
+@pytest.fixture
+def project(module_project, cloud):
+    return module_project
+
+
+def test_provision_launches_an_instance_and_waits_until_ssh_lets_us_in(project, cloud):
+    result = project.invoke(ENV, "provision")
+    (instance,) = fake_aws.tagged(cloud, ENV)["instances"]
+    address = instance["PublicIpAddress"]
+    assert f"launched {instance['InstanceId']} (t3.small, ami-20250115a0000000) at {address}" in result.stdout
+    assert "imported the public key of " in result.stdout and "security group dockyard-t-aws (sg-" in result.stdout
+    assert f"ubuntu@{address}" in result.stdout
+    assert (project.state_dir / ENV / "known_hosts").read_text().startswith("web1 ssh-ed25519 ")
+    (record,) = project.env(ENV).hosts()
+    assert record.endpoints == {"app": f"{address}:8000"}
+
+
+def test_docker_install_reaches_the_recorded_host(project):
+    result = project.invoke(ENV, "docker.install")
+    assert "web1       docker       changed" in result.stdout
+    env = project.env(ENV)
+    (record,) = env.hosts()
+    with env.connect(record) as conn:
+        info = conn.connection.run("docker info --format '{{.ServerVersion}}'", hide=True, in_stream=False)
+    assert info.stdout.strip()
+
+
+def test_a_second_provision_changes_nothing(project):
+    result = project.invoke(ENV, "provision")
+    assert "web1       aws          ok" in result.stdout
+    assert "no changes: every host exists and runs" in result.stdout
+
+
+def test_teardown_leaves_nothing_in_the_cloud(project, cloud):
+    result = project.invoke(ENV, "teardown", "--yes")
+    assert "terminated i-" in result.stdout and "deleted key pair dockyard-t-aws" in result.stdout
+    assert fake_aws.tagged(cloud, ENV) == {"instances": [], "security_groups": [], "key_pairs": []}
+    assert not (project.state_dir / ENV).exists()
