@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from typing import TextIO
 
+from dockyard.errors import Aborted
+
 STATUS_WIDTH = 8
 
 
@@ -65,6 +67,16 @@ class Progress:
     def _print(self) -> None:
         of = f" of ~{human_bytes(self.total)}" if self.total else ""
         self.reporter.say(f"           {self.label}: {human_bytes(self.done)}{of}")
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before destroying; without a terminal, only --yes may answer."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Aborted(f"{question} needs confirmation; pass --yes to proceed without a terminal")
+    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        raise Aborted("nothing was changed")
 
 
 def human_bytes(n: float) -> str:

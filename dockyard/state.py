@@ -116,6 +116,11 @@ class State:
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         ).decode()
 
+    def pinned(self, alias: str) -> bool:
+        """Whether a host key is recorded under this host's name."""
+        lines = self.known_hosts.read_text().splitlines() if self.known_hosts.is_file() else []
+        return any(line.split(" ", 1)[0] == alias for line in lines)
+
     def forget_host_key(self, alias: str) -> None:
         if self.known_hosts.is_file():
             kept = [line for line in self.known_hosts.read_text().splitlines() if line.split(" ", 1)[0] != alias]

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from pathlib import Path
 
 import invoke
 from invoke import Exit
 
 from dockyard.environment import Env
-from dockyard.errors import Aborted, DockyardError
+from dockyard.errors import DockyardError
 
 ENV_HELP = {"env": "environment: inventory/<env>.yml (default: config dockyard.env, else sandbox)"}
 
@@ -42,14 +41,5 @@ def task(*args, **kwargs):
 def open_env(c, env: str | None) -> Env:
     config = c.config.dockyard
     return Env.open(Path(config.root), env or config.env, config.inventory_dir, config.state_dir)
-
-
-def confirm(question: str, yes: bool) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise Aborted(f"{question} needs confirmation; pass --yes to proceed without a terminal")
-    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
-        raise Aborted("nothing was changed")
 
 

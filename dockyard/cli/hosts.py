@@ -1,6 +1,7 @@
 """provision, teardown, hosts.*: where the environment's hosts come from and how to reach them."""
 
-from dockyard.cli import confirm, open_env, task
+from dockyard.cli import open_env, task
+from dockyard.report import confirm
 
 
 @task(help={"yes": "do not ask before terminating hosts that are no longer declared"})

@@ -12,12 +12,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from dockyard.cli import confirm, open_env, task
+from dockyard.cli import open_env, task
 from dockyard.environment import Env
 from dockyard.errors import DockyardError
 from dockyard.registry_api import PARALLEL_REQUESTS, RegistryClient
 from dockyard.registry_gc import collect_garbage
-from dockyard.report import Reporter, human_bytes
+from dockyard.report import Reporter, confirm, human_bytes
 from dockyard.state import HostRecord
 
 HOST_HELP = {"host": "the registry host to use (default: every host with the registry role)"}

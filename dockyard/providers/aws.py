@@ -15,7 +15,6 @@ import difflib
 import ipaddress
 import os
 import re
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -35,8 +34,9 @@ from botocore.exceptions import (
 )
 
 from dockyard.environment import Env
-from dockyard.errors import Aborted, ConnectError, ProviderError
+from dockyard.errors import ConnectError, ProviderError
 from dockyard.inventory import Host, Inventory
+from dockyard.report import confirm
 from dockyard.ssh import HostKeyChanged
 from dockyard.state import HostRecord
 
@@ -184,7 +184,7 @@ def ensure_hosts(env: Env, yes: bool = False) -> list[HostRecord]:
         plan = plan_instances(env.inventory.hosts, find_instances(cloud, env.name))
         if plan.terminate:
             doomed = ", ".join(f"{i.id} ({_unwanted(env, i)})" for i in plan.terminate)
-            _confirm(f"terminate {doomed}?", yes)
+            confirm(f"terminate {doomed}?", yes)
         image = find_image(env, cloud) if plan.launch else None
         started = time.monotonic()
         created = Created()
@@ -559,15 +559,6 @@ def _unwanted(env: Env, instance: Instance) -> str:
     if any(h.name == instance.host for h in env.inventory.hosts):
         return f"a second instance of {instance.host}"
     return f"{instance.host or 'no dockyard:host tag'}, no longer declared"
-
-
-def _confirm(question: str, yes: bool) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise Aborted(f"{question} needs confirmation; pass --yes to proceed without a terminal")
-    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
-        raise Aborted("nothing was changed")
 
 
 def _launch(env: Env, cloud: Cloud, host: Host, image: Image, key_pair: str, group: str) -> str:

@@ -21,7 +21,7 @@ def provision(env: Env, yes: bool = False) -> list[HostRecord]:
         env.out.step(name, "static", "changed", "forgotten: no longer declared; the server is untouched")
     for record in records:
         started = time.monotonic()
-        pinned = _pinned(env, record.alias)
+        pinned = env.state.pinned(record.alias)
         env.check_ssh(record)
         where = f"{record.user}@{record.address}:{record.port}"
         if not pinned:
@@ -62,8 +62,4 @@ def _record(env: Env, host: Host) -> HostRecord:
     )
 
 
-def _pinned(env: Env, alias: str) -> bool:
-    known_hosts = env.state.known_hosts
-    return known_hosts.is_file() and any(
-        line.split(" ", 1)[0] == alias for line in known_hosts.read_text().splitlines()
-    )
+
