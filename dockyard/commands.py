@@ -59,6 +59,14 @@ def run_container(spec: ContainerSpec, role: str, digest: str) -> str:
     return docker(*args, spec.image, *doc["command"])
 
 
+def locked(lock: str | None, command: str) -> str:
+    """Run `command` holding the `flock` on `lock`, when there is one."""
+    if lock is None:
+        return command
+    folder = str(PurePosixPath(lock).parent)
+    return f"mkdir -p {shlex.quote(folder)} && flock {shlex.quote(lock)} sh -c {shlex.quote(command)}"
+
+
 def remove_container(name: str) -> str:
     return docker("rm", "--force", name) + " >/dev/null"
 

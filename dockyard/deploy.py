@@ -125,7 +125,7 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
         )
         for f in spec.files
     )
-    return Desired(spec.role, container, resolved, files)
+    return Desired(spec.role, container, resolved, files, spec.lock)
 
 
 def _templates(folder: Path) -> jinja2.Environment:

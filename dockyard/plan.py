@@ -107,10 +107,10 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     # 3. the container
     wanted_id = image.image_id or facts.images.get(image.ref)
     current = facts.containers.get(spec.name)
-    run = commands.run_container(spec, want.role, want.digest)
+    create = f"{commands.ensure_network(spec.network)}\n{commands.run_container(spec, want.role, want.digest)}"
     wait = Step(want.role, "wait", spec.name, "healthy", commands.wait_healthy(spec.name))
     if current is None:
-        yield Step(want.role, "run", spec.name, "missing", f"{commands.ensure_network(spec.network)}\n{run}")
+        yield Step(want.role, "run", spec.name, "missing", commands.locked(want.lock, create))
         yield wait
         return
     reasons = []
@@ -126,7 +126,7 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     if reasons:
         yield Step(
             want.role, "recreate", spec.name, ", ".join(reasons),
-            f"{commands.remove_container(spec.name)}\n{commands.ensure_network(spec.network)}\n{run}",
+            commands.locked(want.lock, f"{commands.remove_container(spec.name)}\n{create}"),
         )
         yield wait
     elif not current.running:

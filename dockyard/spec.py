@@ -77,6 +77,7 @@ class RoleSpec:
     image: Image
     container: ContainerSpec
     files: tuple[File, ...] = ()
+    lock: str | None = None  # a host file held while the container is replaced
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Desired:
     container: ContainerSpec
     image: ResolvedImage
     files: tuple[Rendered, ...] = field(default=())
+    lock: str | None = None
 
     @property
     def digest(self) -> str:

@@ -6,6 +6,10 @@ CONTAINER_PORT = 8000
 # The webhook recreates the app from this file, so a redeploy keeps exactly what deploy declared.
 SPEC_DIR = f"{CONFIG_ROOT}/app"
 SPEC_FILE = f"{SPEC_DIR}/container.json"
+# Deploy and the webhook listener both hold this lock while they replace the app, so they never do it at
+# once; it lives in the listener's own folder on the host, which the listener mounts.
+LISTENER_DIR = "/var/lib/dockyard/webhook"
+REPLACE_LOCK = f"{LISTENER_DIR}/app.lock"
 
 
 def declare(target: Target) -> RoleSpec:
@@ -14,6 +18,7 @@ def declare(target: Target) -> RoleSpec:
         role="app",
         image=Image("app", build=settings.source, repository=settings.repository),
         files=(File(SPEC_FILE, template="app/container.json.j2"),),
+        lock=REPLACE_LOCK,
         container=ContainerSpec(
             name="dockyard-app",
             ports=(f"{target.bind('app')}:{settings.port}:{CONTAINER_PORT}",),

@@ -9,7 +9,7 @@ from roles import app
 CONFIG = f"{CONFIG_ROOT}/webhook/config.json"
 CONTAINER_PORT = 9000
 # On the host itself, so the audit log outlives the container and `app.history` reads it over SSH.
-HISTORY_DIR = "/var/lib/dockyard/webhook"
+HISTORY_DIR = app.LISTENER_DIR
 HISTORY_FILE = f"{HISTORY_DIR}/history.jsonl"
 
 

@@ -298,3 +298,14 @@ def test_a_role_plan_becomes_one_script_between_transfers():
     text = script(list(app.steps[1:]))
     assert text.startswith("set -eu\necho '::step 0'\ndocker pull --quiet")
     assert failed_step(list(app.steps[1:]), "::step 0\n::step 1\n").action == "write"
+
+
+def test_the_app_is_replaced_holding_the_lock_the_webhook_takes():
+    seen = converged(desired())
+    seen.containers["dockyard-app"] = replace(seen.containers["dockyard-app"], digest="older")
+    recreate = make_plan("web1", desired(), seen).roles[3].steps[0]
+    assert recreate.command.startswith(
+        "mkdir -p /var/lib/dockyard/webhook && flock /var/lib/dockyard/webhook/app.lock sh -c 'docker rm --force"
+    )
+    registry = make_plan("web1", desired(), facts.HostFacts()).roles[0].steps
+    assert not any("flock" in s.command for s in registry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import logging
@@ -731,3 +732,22 @@ def test_a_health_spec_translates_like_deploys_command_line():
     assert f"--health-interval {check['interval'] // 10**9}s" in line
     assert f"--health-timeout {check['timeout'] // 10**9}s" in line
     assert f"--health-retries {check['retries']}" in line
+
+
+def test_a_redeploy_waits_for_the_lock_deploy_holds(tmp_path):
+    lock_path = tmp_path / "app.lock"
+    redeployer = redeploy.Redeployer(client=None, spec_path=tmp_path / "none.json", health_timeout=1,
+                                     lock_path=lock_path)
+    entered = threading.Event()
+
+    def replace_app():
+        with redeployer._locked():
+            entered.set()
+
+    with lock_path.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=replace_app)
+        worker.start()
+        assert not entered.wait(0.5)
+    assert entered.wait(5)
+    worker.join()

@@ -45,6 +45,7 @@ PORT = 9000
 CONFIG_PATH = Path("/etc/dockyard-webhook/config.json")
 APP_SPEC_PATH = Path("/etc/dockyard-webhook/app/container.json")
 HISTORY_PATH = Path("/var/lib/dockyard-webhook/history.jsonl")
+REPLACE_LOCK = HISTORY_PATH.with_name("app.lock")  # the host's /var/lib/dockyard/webhook/app.lock
 HUB_PREFIX = "/hooks/"
 REGISTRY_PATH = "/registry/events"
 HEALTH_PATH = "/healthz"
@@ -350,7 +351,7 @@ def main() -> int:
     except docker.errors.DockerException as e:
         log.error("cannot reach the Docker engine (%s); mount /var/run/docker.sock", first_line(e))
         return 2
-    redeployer = Redeployer(client, APP_SPEC_PATH, config.health_timeout)
+    redeployer = Redeployer(client, APP_SPEC_PATH, config.health_timeout, REPLACE_LOCK)
     service = Service(config, redeployer, HISTORY_PATH)
     server = Listener(("0.0.0.0", PORT), config, service.submit)
     # serve_forever() runs in this thread, and shutdown() waits for it: call it from another.

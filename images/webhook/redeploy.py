@@ -5,11 +5,13 @@ Only the Docker SDK touches the engine: nothing from a payload ever reaches a sh
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -104,12 +106,28 @@ def port_bindings(ports: list[str]) -> dict[str, list[dict]]:
 class Redeployer:
     """Replaces the app's container with one running the pushed image, or leaves the previous image running."""
 
-    def __init__(self, client: docker.DockerClient, spec_path: Path, health_timeout: float):
+    def __init__(self, client: docker.DockerClient, spec_path: Path, health_timeout: float,
+                 lock_path: Path | None = None):
         self.client = client
         self.spec_path = spec_path
         self.health_timeout = health_timeout
+        self.lock_path = lock_path
 
     def redeploy(self, image: str) -> Outcome:
+        with self._locked():
+            return self._redeploy(image)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Deploy takes the same lock on the host (roles/app.py REPLACE_LOCK): never both replace the app."""
+        if self.lock_path is None:
+            yield
+            return
+        with self.lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _redeploy(self, image: str) -> Outcome:
         try:
             doc = read_app_spec(self.spec_path)
             repository, _, tag = image.rpartition(":")
