@@ -107,6 +107,10 @@ def write_file(file: Rendered) -> str:
     )
 
 
+# Docker before 28 also forwards packets that arrive from the network addressed to 127.0.0.1 to the ports published
+# there (moby/moby#45610): a neighbour on the host's network would reach the registry. Drop them before NAT.
+LOOPBACK_GUARD = "PREROUTING ! -i lo -d 127.0.0.0/8 -j DROP"
+GUARD = f"iptables -t raw -C {LOOPBACK_GUARD} 2>/dev/null || iptables -t raw -I {LOOPBACK_GUARD}"
 APT = "apt-get -o DPkg::Lock::Timeout=300 -qq"  # waits for an earlier, interrupted run still holding the lock
 
 
@@ -129,6 +133,17 @@ if ! command -v dockerd >/dev/null 2>&1 || [ -n "$(dpkg --audit 2>/dev/null)" ];
 fi
 if [ -d /run/systemd/system ]; then
   systemctl enable --now docker >/dev/null 2>&1
+  cat > /etc/systemd/system/dockyard-loopback-guard.service <<'UNIT'
+[Unit]
+Description=dockyard: drop packets from the network addressed to 127.0.0.0/8
+Before=docker.service
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c "{GUARD}"
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload && systemctl enable dockyard-loopback-guard >/dev/null 2>&1
 else
   # No systemd (a container or a minimal VM): start dockerd from rc.local at boot, and now.
   if ! grep -qs 'dockyard: dockerd' /etc/rc.local; then
@@ -137,8 +152,10 @@ else
     echo '{start}  # dockyard: dockerd' >> /etc/rc.local
     chmod +x /etc/rc.local
   fi
+  grep -qs 'dockyard: loopback guard' /etc/rc.local || echo '{GUARD}  # dockyard: loopback guard' >> /etc/rc.local
   docker info >/dev/null 2>&1 || {start}
 fi
+{GUARD}
 getent group docker >/dev/null || groupadd docker
 usermod -aG docker {u}
 i=0; until docker info >/dev/null 2>&1; do

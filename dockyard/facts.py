@@ -9,9 +9,10 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
+from dockyard.commands import LOOPBACK_GUARD
 from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, ContainerSpec
 
-SECTIONS = ("docker", "boot", "groups", "containers", "images", "files")
+SECTIONS = ("docker", "boot", "guard", "groups", "containers", "images", "files")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Seen:
 class HostFacts:
     docker_version: str | None = None
     docker_on_boot: bool = False
+    loopback_exposed: bool = False  # ports published on 127.0.0.1 take packets from the network: no guard
     groups: frozenset[str] = frozenset()
     containers: dict[str, Seen] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)  # ref -> image id
@@ -59,6 +61,7 @@ def script(user: str, paths: list[str]) -> str:
     return f"""echo ::docker; docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || true
 echo ::boot; if [ -d /run/systemd/system ]; then systemctl is-enabled docker 2>/dev/null || true; \
 else grep -qs 'dockyard: dockerd' /etc/rc.local && echo enabled || true; fi
+echo ::guard; iptables -t raw -C {LOOPBACK_GUARD} 2>/dev/null && echo present || true
 echo ::groups; id -nG {shlex.quote(user)} 2>/dev/null || true
 echo ::containers; ids=$(docker ps -aq --filter label={ROLE_LABEL} 2>/dev/null || true); \
 if [ -n "$ids" ]; then docker inspect $ids; fi
@@ -88,6 +91,7 @@ def parse(output: str) -> HostFacts:
     return HostFacts(
         docker_version=version,
         docker_on_boot=sections["boot"].strip() == "enabled",
+        loopback_exposed=version is not None and sections["guard"].strip() != "present",
         groups=frozenset(sections["groups"].split()),
         containers=containers,
         images=images,

@@ -56,6 +56,8 @@ def plan_docker(facts: HostFacts, settings: Docker, user: str) -> RolePlan:
         missing.append("not installed")
     elif not facts.docker_on_boot:
         missing.append("not started at boot")
+    elif facts.loopback_exposed:
+        missing.append("127.0.0.1 ports reachable from the network")
     if user != "root" and "docker" not in facts.groups:
         missing.append(f"{user} not in docker group")
     if not missing:

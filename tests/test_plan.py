@@ -309,3 +309,10 @@ def test_the_app_is_replaced_holding_the_lock_the_webhook_takes():
     )
     registry = make_plan("web1", desired(), facts.HostFacts()).roles[0].steps
     assert not any("flock" in s.command for s in registry)
+
+
+def test_a_host_without_the_loopback_guard_gets_the_docker_step_again():
+    seen = replace(converged(desired()), loopback_exposed=True)
+    plan = plan_docker(seen, Docker(), "ubuntu")
+    assert [(s.action, s.reason) for s in plan.steps] == [("install", "127.0.0.1 ports reachable from the network")]
+    assert "iptables -t raw -I PREROUTING ! -i lo -d 127.0.0.0/8 -j DROP" in plan.steps[0].command

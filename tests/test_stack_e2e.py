@@ -140,7 +140,7 @@ def test_a_changed_registry_template_restarts_only_the_registry_and_keeps_its_im
     project, _ = stack
     before = started_at(project)
     template = project.sources / "templates" / "registry" / "config.yml.j2"
-    template.write_text(template.read_text().replace("level: info", "level: debug"))
+    template.write_text(template.read_text().replace("threshold: 3", "threshold: 5"))
 
     result = project.invoke(ENV, "deploy")
     assert "web1       registry     changed" in result.stdout
