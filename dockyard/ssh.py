@@ -8,7 +8,6 @@ contact, a known host must present the same key, or the connection is refused.
 from __future__ import annotations
 
 import select
-import shlex
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -21,8 +20,6 @@ from fabric import Config, Connection
 
 from dockyard.errors import ConnectError, StepFailed
 from dockyard.state import HostRecord
-
-MAX_SCRIPT_BYTES = 100_000  # a script travels as one argument; Linux caps one argument at 128 KiB
 
 
 @dataclass
@@ -133,43 +130,45 @@ class HostConnection:
         return command if self.record.user == "root" else f"sudo -n {command}"
 
     def run(self, script: str) -> str:
-        """Run a shell script as root in one round trip and return its stdout."""
-        if len(script.encode()) > MAX_SCRIPT_BYTES:
-            raise StepFailed(f"{self.where}: script of {len(script)} bytes is too large to send in one go")
-        self.open()
-        STATS.add(commands=1, bytes_sent=len(script))
-        try:
-            result = self.connection.run(
-                self._privileged(f"sh -c {shlex.quote(script)}"), hide=True, warn=True, in_stream=False
-            )
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            raise ConnectError(f"{self.where}: connection lost ({_describe(e)})") from None
-        if result.exited != 0:
-            raise ScriptFailed(result.stdout, result.stderr, result.exited)
-        return result.stdout
+        """Run a shell script as root in one round trip and return its stdout.
+
+        The script travels on stdin, not on the command line, so sudo's log never holds the files it writes.
+        """
+        data = script.encode()
+        status, out, err = self._exec("sh -s", [data], lambda _: None)
+        if status != 0:
+            raise ScriptFailed(out, err, status)
+        return out
 
     def stream(self, command: str, chunks: Iterable[bytes], progress: Callable[[int], None]) -> str:
         """Run `command` as root with `chunks` as its stdin, without a temporary file on either side."""
+        status, out, err = self._exec(command, chunks, progress)
+        if status != 0:
+            raise StepFailed(f"{self.where}: `{command}` failed: {err.strip()[-300:]}")
+        return out
+
+    def _exec(self, command: str, chunks: Iterable[bytes], progress: Callable[[int], None]) -> tuple[int, str, str]:
         self.open()
         STATS.add(commands=1)
-        channel = self.connection.client.get_transport().open_session()
         try:
-            channel.exec_command(self._privileged(command))
-            sent = 0
-            for chunk in chunks:
-                channel.sendall(chunk)
-                sent += len(chunk)
-                STATS.add(bytes_sent=len(chunk))
-                progress(sent)
-            channel.shutdown_write()
-            out = channel.makefile("rb").read()
-            err = channel.makefile_stderr("rb").read()
-            status = channel.recv_exit_status()
-        finally:
-            channel.close()
-        if status != 0:
-            raise StepFailed(f"{self.where}: `{command}` failed: {err.decode(errors='replace').strip()[-300:]}")
-        return out.decode(errors="replace")
+            channel = self.connection.client.get_transport().open_session()
+            try:
+                channel.exec_command(self._privileged(command))
+                sent = 0
+                for chunk in chunks:
+                    channel.sendall(chunk)
+                    sent += len(chunk)
+                    STATS.add(bytes_sent=len(chunk))
+                    progress(sent)
+                channel.shutdown_write()
+                out = channel.makefile("rb").read()
+                err = channel.makefile_stderr("rb").read()
+                status = channel.recv_exit_status()
+            finally:
+                channel.close()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise ConnectError(f"{self.where}: connection lost ({_describe(e)})") from None
+        return status, out.decode(errors="replace"), err.decode(errors="replace")
 
     @contextmanager
     def tunnel(self, remote_port: int, local_port: int = 0) -> Iterator[int]:
