@@ -17,6 +17,15 @@ from dockyard.environment import Env
 from dockyard.report import Reporter
 
 REPO = Path(__file__).resolve().parents[1]
+# One sandbox host with the whole stack. Docker Hub cannot be reached from here: the mirror mirrors the
+# private registry instead.
+SANDBOX_STACK = """\
+provider: sandbox
+hosts:
+  web1: {}
+services:
+  mirror: {remote_url: "http://dockyard-registry:5000"}
+"""
 
 
 @dataclass

@@ -18,6 +18,7 @@ import time
 import docker
 import pytest
 
+from tests.conftest import SANDBOX_STACK
 from tests.e2e_helpers import (
     CONTAINERS,
     all_healthy,
@@ -66,13 +67,7 @@ class Rel:
 @pytest.fixture(scope="module")
 def rel(module_project):
     module_project.copy_sources()
-    module_project.inventory(ENV, """\
-        provider: sandbox
-        hosts:
-          web1: {}
-        services:
-          mirror: {remote_url: "http://dockyard-registry:5000"}
-        """)
+    module_project.inventory(ENV, SANDBOX_STACK)
     state = Rel(module_project)
     try:
         state.invoke("provision")

@@ -9,6 +9,7 @@ import docker
 import pytest
 
 from dockyard import facts
+from tests.conftest import SANDBOX_STACK
 
 pytestmark = pytest.mark.e2e
 ENV = "t-stack"
@@ -18,13 +19,7 @@ CONTAINERS = ("dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "d
 @pytest.fixture(scope="module")
 def stack(module_project):
     module_project.copy_sources()
-    module_project.inventory(ENV, """\
-        provider: sandbox
-        hosts:
-          web1: {}
-        services:
-          mirror: {remote_url: "http://dockyard-registry:5000"}
-        """)
+    module_project.inventory(ENV, SANDBOX_STACK)
     result = module_project.invoke(ENV, "provision", "deploy")
     yield module_project, result
     module_project.invoke(ENV, "teardown", "--yes", check=False)
