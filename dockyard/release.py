@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from dockyard.state import HostRecord
 from roles import webhook
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2  # on the host: polling there costs no round trip
 
 
 @dataclass(frozen=True)
@@ -92,17 +93,22 @@ def _release_to(env: Env, record: HostRecord, local_ref: str, repository: str, t
 
 
 def _wait_for_entry(conn: HostConnection, seen: int, tag: str, timeout: float) -> dict | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in history(conn, since=seen):
-            if entry.get("trigger", {}).get("tag") == tag:
-                return entry
-        time.sleep(POLL_SECONDS)
-    return None
+    """Wait on the host, in one remote command, until the audit log records this tag."""
+    entries = history(conn, since=seen, until_tag=tag, timeout=timeout)
+    return next((e for e in entries if e.get("trigger", {}).get("tag") == tag), None)
 
 
-def history(conn: HostConnection, since: int = 0, last: int | None = None) -> list[dict]:
-    """Audit log entries written by the webhook listener on the host."""
+def history(conn: HostConnection, since: int = 0, last: int | None = None, until_tag: str | None = None,
+            timeout: float = 0) -> list[dict]:
+    """Audit log entries written by the webhook listener on the host; with `until_tag`, first wait on the
+    host until an entry names that tag (tags hold no quotes, so a plain grep finds the JSON)."""
     lines = f"+{since + 1}" if last is None else str(last)
-    command = f"tail -n {lines} {webhook.HISTORY_FILE}"
-    return [json.loads(line) for line in conn.run(f"{command} 2>/dev/null || true").splitlines() if line.strip()]
+    read = f"tail -n {lines} {webhook.HISTORY_FILE} 2>/dev/null"
+    if until_tag:
+        needle = shlex.quote(json.dumps({"tag": until_tag})[1:-1])  # '"tag": "v2"', as the listener writes it
+        polls = int(timeout / POLL_SECONDS)
+        read = (
+            f"i=0; until {read} | grep -qF {needle} || [ $i -ge {polls} ]; do "
+            f"i=$((i+1)); sleep {POLL_SECONDS}; done; {read}"
+        )
+    return [json.loads(line) for line in conn.run(f"{read} || true").splitlines() if line.strip()]
