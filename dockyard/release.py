@@ -57,8 +57,7 @@ def release(env: Env, version: str | None, timeout: float) -> list[Outcome]:
         missing = {"registry", "webhook"} - set(record.roles)
         if missing:
             raise DockyardError(f"{record.name} does not run {', '.join(sorted(missing))}; releases need both")
-    online = images.resolve_source(env.inventory.images) == "online"
-    base = images.base_image("online" if online else "offline", env.out.say)
+    base = images.base_image(images.resolve_source(env.inventory.images), env.out.say)
     settings = env.inventory.services.app
     built = images.build("app", env.root / settings.source, base, env.out.say)
     return [_release_to(env, record, built.ref, f"{settings.repository}:{tag}", timeout) for record in hosts]

@@ -83,6 +83,7 @@ class HostConnection:
     def __init__(self, record: HostRecord, key_path: Path, known_hosts: Path, connect_timeout: int = 10):
         self.record = record
         self.where = f"{record.name} ({record.user}@{record.address}:{record.port})"
+        self.bytes_sent = 0  # this host's share of STATS.bytes_sent, for its own transfer progress
         self.connection = Connection(
             host=record.address,
             port=record.port,
@@ -115,6 +116,10 @@ class HostConnection:
             cause = _describe(e)
             raise ConnectError(f"{self.where}: {cause}; check the host is running (`invoke provision`)") from None
         STATS.add(connections=1)
+
+    def sent(self, n: int) -> None:
+        self.bytes_sent += n
+        STATS.add(bytes_sent=n)
 
     def close(self) -> None:
         self.connection.close()
@@ -158,7 +163,7 @@ class HostConnection:
                 for chunk in chunks:
                     channel.sendall(chunk)
                     sent += len(chunk)
-                    STATS.add(bytes_sent=len(chunk))
+                    self.sent(len(chunk))
                     progress(sent)
                 channel.shutdown_write()
                 out = channel.makefile("rb").read()
@@ -196,7 +201,7 @@ class HostConnection:
                 except (paramiko.SSHException, OSError):
                     client.close()
                     continue
-                threading.Thread(target=_pump, args=(client, channel, stop), daemon=True).start()
+                threading.Thread(target=_pump, args=(client, channel, stop, self.sent), daemon=True).start()
 
         thread = threading.Thread(target=accept, daemon=True)
         thread.start()
@@ -216,7 +221,8 @@ class ScriptFailed(Exception):
         self.stdout, self.stderr, self.exited = stdout, stderr, exited
 
 
-def _pump(client: socket.socket, channel: paramiko.Channel, stop: threading.Event) -> None:
+def _pump(client: socket.socket, channel: paramiko.Channel, stop: threading.Event,
+          sent: Callable[[int], None]) -> None:
     """Copy bytes both ways between a local socket and an SSH channel, counting what is sent."""
     try:
         while not stop.is_set():
@@ -226,7 +232,7 @@ def _pump(client: socket.socket, channel: paramiko.Channel, stop: threading.Even
                 if not data:
                     break
                 channel.sendall(data)
-                STATS.add(bytes_sent=len(data))
+                sent(len(data))
             if channel in ready:
                 data = channel.recv(65536)
                 if not data:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dockyard import images
 from dockyard.report import Reporter
-from dockyard.ssh import STATS, HostConnection
+from dockyard.ssh import HostConnection
 
 
 def ship(conn: HostConnection, out: Reporter, local_ref: str) -> None:
@@ -20,6 +20,6 @@ def ship(conn: HostConnection, out: Reporter, local_ref: str) -> None:
 def push(conn: HostConnection, out: Reporter, tunnel_port: int, local_ref: str, repository: str) -> None:
     """Push `local_ref` as `repository` (name:tag) into the registry behind the tunnel."""
     progress = out.progress(f"{conn.record.name} push {repository}")
-    start = STATS.bytes_sent
-    images.push(local_ref, f"127.0.0.1:{tunnel_port}", repository, lambda: progress(STATS.bytes_sent - start))
+    start = conn.bytes_sent
+    images.push(local_ref, f"127.0.0.1:{tunnel_port}", repository, lambda: progress(conn.bytes_sent - start))
     progress.finish()
