@@ -88,3 +88,13 @@ def module_project(tmp_path_factory) -> Project:
 
 def output(env: Env) -> str:
     return env.out.stream.getvalue()
+
+
+E2E = REPO / "tests" / "e2e"
+
+
+def pytest_collection_modifyitems(items):
+    """Tests under tests/e2e/ run against real sandbox hosts: the folder sets their marker."""
+    for item in items:
+        if E2E in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.e2e)

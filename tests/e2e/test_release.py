@@ -10,7 +10,6 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.e2e
 ENV = "t-release"
 RELEASE_BOUND_SECONDS = 60
 

@@ -14,7 +14,6 @@ from moto.ec2.models import elastic_network_interfaces
 
 from tests import fake_aws
 
-pytestmark = pytest.mark.e2e
 BOX = "t-aws-box"
 ENV = "t-aws"
 

@@ -12,80 +12,16 @@ import urllib.request
 import pytest
 
 from dockyard import registry_gc
-from dockyard.cli.registry import remove_tag, short_date, show_repositories, show_tags, split_reference
-from dockyard.errors import Aborted, DockyardError, RegistryError, StepFailed
-from dockyard.registry_api import MANIFEST_ACCEPT, RegistryClient, next_page
+from dockyard.cli.registry import remove_tag, show_repositories, show_tags
+from dockyard.errors import Aborted, RegistryError
+from dockyard.registry_api import MANIFEST_ACCEPT, RegistryClient
 from dockyard.report import Reporter
-from tests.local_registry import PREFIX, engine, local_registry, published_address, push_all, tiny_images
+from tests.e2e.local_registry import PREFIX, engine, local_registry, published_address, push_all, tiny_images
 
 BULK = 105  # more repositories than one default page of the catalog
 BIG = 2_000_000  # random bytes, so compression cannot shrink what gc must free
 
 
-# Link headers and the gc script: no registry needed.
-
-@pytest.mark.parametrize("header, expected", [
-    ('</v2/_catalog?last=bulk%2Fr004&n=5>; rel="next"', "/v2/_catalog?last=bulk%2Fr004&n=5"),
-    ("<http://registry.internal:5000/v2/_catalog?last=b&n=2>; rel=next", "/v2/_catalog?last=b&n=2"),
-    ('</v2/x/tags/list?n=1&last=a>; rel="prev", </v2/x/tags/list?n=1&last=c>; rel="next"',
-     "/v2/x/tags/list?n=1&last=c"),
-    ('</v2/_catalog?last=z&n=5>; type="text/html"; rel="next"', "/v2/_catalog?last=z&n=5"),
-    ('</v2/_catalog?last=a&n=5>; rel="prev"', None),
-    ("", None),
-    (None, None),
-])
-def test_next_page_follows_only_rel_next_and_stays_on_the_registry(header, expected):
-    assert next_page(header) == expected
-
-
-def test_gc_script_stops_collects_with_the_same_image_and_mounts_then_restarts_and_waits():
-    script = registry_gc.gc_script()
-    lines = script.splitlines()
-    assert lines[0] == "set -eu"
-    assert "image=$(docker inspect --format '{{.Image}}' dockyard-registry)" in lines
-    assert "data=$(docker volume inspect --format '{{.Mountpoint}}' dockyard-registry-data)" in lines
-    assert lines.index("docker stop dockyard-registry >/dev/null") < lines.index(
-        "trap 'rm -f \"$log\"' EXIT")
-    # the restart is armed before the stop, so a failed collection still brings the registry back
-    assert lines.index("trap 'docker start dockyard-registry >/dev/null; rm -f \"$log\"' EXIT") < lines.index(
-        "docker stop dockyard-registry >/dev/null")
-    assert (
-        "if ! docker run --rm --entrypoint /bin/sh --volumes-from dockyard-registry \"$image\" -c "
-        "'for b in registry docker-registry; do if command -v \"$b\" >/dev/null 2>&1; then exec \"$b\" "
-        "garbage-collect --delete-untagged /etc/docker/registry/config.yml; fi; done; "
-    ) in script
-    assert "docker start dockyard-registry >/dev/null" in lines
-    assert any(line.startswith("i=0; until [ \"$(docker inspect") and "dockyard-registry" in line for line in lines)
-    assert lines[-1] == 'echo "dockyard-gc before=$before after=$after deleted=$deleted stopped=$stopped"'
-    kept = registry_gc.gc_script(delete_untagged=False)
-    assert "exec \"$b\" garbage-collect /etc/docker/registry/config.yml; fi" in kept
-    assert "--delete-untagged" not in kept
-
-
-def test_gc_summary_parses_and_a_missing_one_is_an_error():
-    result = registry_gc.parse_summary("noise\ndockyard-gc before=5000 after=1200 deleted=3 stopped=2\n")
-    assert result == registry_gc.GcResult(5000, 1200, 3, 2) and result.bytes_freed == 3800
-    with pytest.raises(StepFailed, match="printed no summary"):
-        registry_gc.parse_summary("Error response from daemon\n")
-
-
-def test_references_and_dates_read_as_the_operator_types_them():
-    assert split_reference("team/tool:v1") == ("team/tool", "v1")
-    assert split_reference("127.0.0.1:5000/app:1") == ("127.0.0.1:5000/app", "1")
-    for bad in ("app", "app:", ":1", "127.0.0.1:5000/app"):
-        with pytest.raises(DockyardError, match="is not REPOSITORY:TAG"):
-            split_reference(bad)
-    assert short_date("2026-11-28T01:54:59.850703019Z") == "2026-11-28 01:54:59Z"
-    assert short_date(None) == "-"
-
-
-def test_an_unreachable_registry_is_named():
-    client = RegistryClient("http://127.0.0.1:9", where="web1 registry", timeout=3)
-    with pytest.raises(RegistryError, match=r"^web1 registry: registry unreachable \(.*refused.*\); check"):
-        client.catalog()
-
-
-# A real registry.
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
@@ -138,7 +74,6 @@ def client(registry):
     return RegistryClient(registry[0].url, where="web1 registry")
 
 
-@pytest.mark.e2e
 def test_catalog_follows_the_link_header_across_pages(client):
     paged = client.catalog(page_size=7)
     assert len(paged) == BULK + 4 == len(set(paged))
@@ -146,7 +81,6 @@ def test_catalog_follows_the_link_header_across_pages(client):
     assert {"t-app", "team/tool", "bulk/r000", f"bulk/r{BULK - 1:03d}"} <= set(paged)
 
 
-@pytest.mark.e2e
 def test_tags_carry_the_pushed_digest_the_summed_size_and_the_config_date(client, registry):
     _, pushed = registry
     assert client.tags("t-app") == ["1.0", "2.0", "latest"]
@@ -159,7 +93,6 @@ def test_tags_carry_the_pushed_digest_the_summed_size_and_the_config_date(client
     assert big.created[:19] == created[:19]
 
 
-@pytest.mark.e2e
 def test_a_multi_platform_tag_counts_its_platform_images_but_not_their_attestations(client, registry):
     _, pushed = registry
     index = client.describe("t-multi", "1")
@@ -170,7 +103,6 @@ def test_a_multi_platform_tag_counts_its_platform_images_but_not_their_attestati
     assert client.find_index() == "t-multi:1"
 
 
-@pytest.mark.e2e
 def test_unknown_repository_and_unknown_tag_are_named_with_their_fix(client):
     unknown = r"^web1 registry: no repository nope in the registry; `invoke registry.ls` lists them$"
     with pytest.raises(RegistryError, match=unknown):
@@ -181,7 +113,6 @@ def test_unknown_repository_and_unknown_tag_are_named_with_their_fix(client):
         client.describe("t-app", "9.9")
 
 
-@pytest.mark.e2e
 def test_a_registry_with_deletes_disabled_says_how_to_enable_them(registry, tmp_path):
     reg, _ = registry
     with local_registry(tmp_path, "nodelete", delete=False, volume=reg.volume) as read_only:
@@ -192,7 +123,6 @@ def test_a_registry_with_deletes_disabled_says_how_to_enable_them(registry, tmp_
     assert RegistryClient(reg.url).tags("team/tool") == ["v1"]
 
 
-@pytest.mark.e2e
 def test_ls_and_tags_print_tables(client):
     out = Reporter(io.StringIO())
     show_repositories(out, client)
@@ -213,7 +143,6 @@ def test_ls_and_tags_print_tables(client):
     print("\n".join(listing[:3] + ["..."] + listing[-3:] + [""] + lines))
 
 
-@pytest.mark.e2e
 def test_rm_without_yes_and_without_a_terminal_changes_nothing(client):
     out = Reporter(io.StringIO())
     with pytest.raises(Aborted, match="needs confirmation; pass --yes"):
@@ -223,7 +152,6 @@ def test_rm_without_yes_and_without_a_terminal_changes_nothing(client):
     assert client.tags("t-app") == ["1.0", "2.0", "latest"]
 
 
-@pytest.mark.e2e
 def test_rm_then_gc_frees_the_space_and_the_registry_comes_back_with_its_index_whole(client, registry):
     reg, _ = registry
     out = Reporter(io.StringIO())
@@ -246,7 +174,6 @@ def test_rm_then_gc_frees_the_space_and_the_registry_comes_back_with_its_index_w
     assert len(client.catalog()) == BULK + 4
 
 
-@pytest.mark.e2e
 def test_gc_with_delete_untagged_collects_an_image_whose_tag_moved_on(tmp_path):
     payloads = {"old": os.urandom(BIG), "new": b"the new latest\n"}
     with local_registry(tmp_path, "untagged") as reg, tiny_images(tmp_path, payloads) as refs:

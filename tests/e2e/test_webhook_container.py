@@ -24,8 +24,6 @@ from dockyard import commands, facts, images, inventory
 from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Health
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.e2e
-
 HUB_TOKEN = "hub-" + uuid.uuid4().hex
 REGISTRY_TOKEN = "notify-" + uuid.uuid4().hex
 APP_REPOSITORY = "webhook-app"

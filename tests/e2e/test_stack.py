@@ -11,7 +11,6 @@ import pytest
 from dockyard import facts
 from tests.conftest import SANDBOX_STACK
 
-pytestmark = pytest.mark.e2e
 ENV = "t-stack"
 CONTAINERS = ("dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "dockyard-app", "dockyard-webhook")
 

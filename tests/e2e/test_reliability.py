@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from tests.conftest import SANDBOX_STACK
-from tests.e2e_helpers import (
+from tests.e2e.helpers import (
     CONTAINERS,
     all_healthy,
     host_run,
@@ -37,7 +37,6 @@ from tests.e2e_helpers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
 ENV = "t-rel"
 SEED = int(os.environ.get("DOCKYARD_KILL_SEED", "7"))
 FRESH_KILLS = 3  # from a freshly provisioned host: docker install, ship, the first pushes

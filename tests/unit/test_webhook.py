@@ -188,14 +188,14 @@ def test_random_json_raises_only_payload_error(parser, value):
 
 @pytest.mark.parametrize("parser", PARSERS)
 @given(depth=st.integers(1, 60_000), opener=st.sampled_from(['[', '{"a":', '{"events":[']))
-@settings(max_examples=25)
+@settings(max_examples=25, deadline=None)  # timing varies with the machine's load
 def test_deep_nesting_raises_only_payload_error(parser, depth, opener):
     survives(parser, (opener * depth).encode())
 
 
 @pytest.mark.parametrize("parser", PARSERS)
 @given(size=st.integers(1_000, 60_000), char=st.characters())
-@settings(max_examples=25)
+@settings(max_examples=25, deadline=None)  # timing varies with the machine's load
 def test_huge_strings_raise_only_payload_error(parser, size, char):
     huge = char * size
     survives(parser, encode(hub_payload(tag=huge, repo_name=huge, namespace=huge, callback_url=huge)))
@@ -217,7 +217,7 @@ def test_valid_hub_payloads_round_trip(tag, namespace, name, callback):
     assert triggers.parse_hub_payload(encode(payload)) == Trigger("hub", f"{namespace}/{name}", tag, callback)
 
 
-@settings(max_examples=40)
+@settings(max_examples=40, deadline=None)  # timing varies with the machine's load
 @given(pushes=st.lists(st.tuples(st.lists(components, min_size=1, max_size=3).map("/".join), tags), max_size=10))
 def test_valid_registry_envelopes_round_trip(pushes):
     envelope = registry_envelope(*(push_event(repository, tag) for repository, tag in pushes))

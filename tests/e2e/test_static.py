@@ -7,7 +7,6 @@ environment points at its SSH port on 127.0.0.1 and uses that environment's key 
 import docker
 import pytest
 
-pytestmark = pytest.mark.e2e
 BOX = "t-static-box"
 ENV = "t-static"
 

@@ -9,10 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
 
 from dockyard.registry_api import MANIFEST_ACCEPT, RegistryClient
-from tests.local_registry import (
+from tests.e2e.local_registry import (
     HEALTH,
     PREFIX,
     console_image,
@@ -25,7 +24,6 @@ from tests.local_registry import (
     wait_healthy,
 )
 
-pytestmark = pytest.mark.e2e
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the last flag Chromium keeps dialling out (and is refused on an offline machine).
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -58,8 +56,17 @@ def stack(tmp_path_factory):
             console.remove(force=True)
 
 
+@pytest.fixture(scope="session")
+def expect():
+    from playwright.sync_api import expect  # here, not at the top: unit runs need no Playwright
+
+    return expect
+
+
 @pytest.fixture(scope="module")
 def browser():
+    from playwright.sync_api import sync_playwright
+
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing; install it with `apt-get install -y chromium`")
     with sync_playwright() as p:
@@ -69,7 +76,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, stack):
+def page(browser, stack, expect):
     url, _, _ = stack
     context = browser.new_context()
     page = context.new_page()
@@ -108,7 +115,7 @@ def tag_rows(page):
     return page.locator("#tags tbody tr")
 
 
-def test_the_page_lists_repositories_with_tag_counts_and_each_tag_in_detail(page, stack):
+def test_the_page_lists_repositories_with_tag_counts_and_each_tag_in_detail(page, stack, expect):
     _, _, pushed = stack
     web = page.locator('#repositories tr[data-repository="t-web"]')
     expect(web.locator(".tag-count")).to_have_text("3")
@@ -126,7 +133,7 @@ def test_the_page_lists_repositories_with_tag_counts_and_each_tag_in_detail(page
         assert row.locator(".created").inner_text().endswith(" UTC")
 
 
-def test_delete_asks_first_names_shared_tags_and_then_removes_the_tag_everywhere(page, stack):
+def test_delete_asks_first_names_shared_tags_and_then_removes_the_tag_everywhere(page, stack, expect):
     _, registry, _ = stack
     api = RegistryClient(f"http://{published_address(registry.container)}")
     page.locator('#repositories tr[data-repository="t-web"]').click()

@@ -10,7 +10,6 @@ from dockyard import images
 from dockyard.errors import ConnectError
 from dockyard.ssh import HostKeyChanged
 
-pytestmark = pytest.mark.e2e
 ENV = "t-found"
 
 

@@ -27,9 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import REPO
-from tests.e2e_helpers import can_connect, host_run, http, inspect, record, set_app_version, wait_for
+from tests.e2e.helpers import can_connect, host_run, http, inspect, record, set_app_version, wait_for
 
-pytestmark = pytest.mark.e2e
 ENV = "t-sec"
 INVENTORY = """\
     provider: sandbox
