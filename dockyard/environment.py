@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard import inventory as inventory_module
+from dockyard.errors import DockyardError
 from dockyard.inventory import Inventory, resolve_path
 from dockyard.report import Reporter
 from dockyard.ssh import HostConnection
@@ -41,6 +42,14 @@ class Env:
     def hosts(self) -> list[HostRecord]:
         """The environment's hosts as they can be reached now."""
         return self.provider.hosts(self)
+
+    def hosts_with(self, role: str, name: str | None = None) -> list[HostRecord]:
+        """The hosts that run `role` (only the one called `name`, if given); none is an error."""
+        records = [r for r in self.hosts() if role in r.roles and name in (None, r.name)]
+        if not records:
+            which = f"host {name} of {self.name} does not run" if name else f"no host of {self.name} runs"
+            raise DockyardError(f"{which} the {role} role; check {self.inventory.path} and `invoke hosts`")
+        return records
 
     def env_key(self) -> Path:
         """The environment's private key: the inventory's, or one generated in the state folder."""

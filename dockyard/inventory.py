@@ -134,6 +134,10 @@ class Inventory:
     def service(self, role: str):
         return getattr(self.services, role)
 
+    def open_ports(self, host: Host) -> dict[str, int]:
+        """The host's services that the world may reach (those with an `open_to` list): role -> port."""
+        return {role: self.service(role).port for role in host.roles if self.service(role).open_to}
+
 
 def inventory_path(inventory_dir: Path, env: str) -> Path:
     return Path(inventory_dir) / f"{env}.yml"

@@ -52,7 +52,7 @@ def release_tag(version: str | None, root: Path) -> str:
 
 def release(env: Env, version: str | None, timeout: float) -> list[Outcome]:
     tag = release_tag(version, env.root)
-    hosts = [r for r in env.hosts() if "app" in r.roles]
+    hosts = env.hosts_with("app")
     for record in hosts:
         missing = {"registry", "webhook"} - set(record.roles)
         if missing:

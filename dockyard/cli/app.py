@@ -4,7 +4,6 @@ import shlex
 
 from dockyard import release as releases
 from dockyard.cli import open_env, task
-from dockyard.errors import DockyardError
 
 
 @task(help={"version": "tag for the release (default: the git sha)", "timeout": "seconds to wait for it to serve"})
@@ -17,7 +16,7 @@ def release(c, env=None, version=None, timeout=120):
 def history(c, env=None, last=20):
     """Show the webhook's redeploys: when, what triggered them, images before and after, result."""
     e = open_env(c, env)
-    for record in _webhook_hosts(e):
+    for record in e.hosts_with("webhook"):
         with e.connect(record) as conn:
             entries = releases.history(conn, last=int(last))
         rows = [
@@ -36,7 +35,7 @@ def history(c, env=None, last=20):
 def logs(c, env=None, tail=50):
     """Show the webhook listener's log."""
     e = open_env(c, env)
-    for record in _webhook_hosts(e):
+    for record in e.hosts_with("webhook"):
         with e.connect(record) as conn:
             e.out.say(conn.run(f"docker logs --tail {shlex.quote(str(int(tail)))} dockyard-webhook 2>&1").rstrip())
 
@@ -45,17 +44,11 @@ def logs(c, env=None, tail=50):
 def url(c, env=None):
     """Where to point a Docker Hub webhook; the token itself stays in the state folder."""
     e = open_env(c, env)
-    for record in _webhook_hosts(e):
+    for record in e.hosts_with("webhook"):
         address = record.endpoints.get("webhook", f"{record.address}:{e.inventory.services.webhook.port}")
         secrets = e.state.dir / "secrets.json"
         e.out.say(f"{record.name}: http://{address}/hooks/<token>  (token: webhook_token in {secrets})")
 
-
-def _webhook_hosts(e):
-    hosts = [r for r in e.hosts() if "webhook" in r.roles]
-    if not hosts:
-        raise DockyardError(f"no host of {e.name} runs the webhook role")
-    return hosts
 
 
 def _short(image) -> str:

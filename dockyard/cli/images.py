@@ -3,7 +3,6 @@
 from dockyard import images as local_images
 from dockyard import transfer
 from dockyard.cli import open_env, task
-from dockyard.errors import DockyardError
 from dockyard.ssh import STATS
 
 
@@ -29,10 +28,7 @@ def ship(c, image, env=None):
 def push(c, image, env=None):
     """Push images to each host's private registry through an SSH tunnel; only missing layers travel."""
     e = open_env(c, env)
-    hosts = [r for r in e.hosts() if "registry" in r.roles]
-    if not hosts:
-        raise DockyardError(f"no host of {e.name} runs the registry role; use `invoke images.ship` instead")
-    for record in hosts:
+    for record in e.hosts_with("registry"):
         with e.connect(record) as conn, conn.tunnel(e.inventory.services.registry.port) as port:
             for ref in image:
                 name = ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"

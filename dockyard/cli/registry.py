@@ -50,7 +50,7 @@ def gc(c, env=None, host=None):
     """Collect unreferenced blobs: the registry stops meanwhile, then comes back healthy."""
     e = open_env(c, env)
     auth = registry_auth(e)
-    for record in registry_hosts(e, host):
+    for record in e.hosts_with("registry", host):
         with e.connect(record) as conn:
             with conn.tunnel(e.inventory.services.registry.port) as port:
                 index = RegistryClient(f"http://127.0.0.1:{port}", f"{record.name} registry", auth).find_index()
@@ -77,7 +77,7 @@ def tunnel(c, env=None, host=None, registry_port=None, ui_port=None):
     """Forward local ports to the registry and its UI over SSH, until Ctrl-C."""
     e = open_env(c, env)
     services = e.inventory.services
-    record = registry_hosts(e, host)[0]
+    record = e.hosts_with("registry", host)[0]
     with e.connect(record) as conn, conn.tunnel(
         services.registry.port, _port(registry_port, services.registry.port)
     ) as local_registry:
@@ -104,17 +104,10 @@ def _hold(out: Reporter, record: HostRecord, rows: list[tuple[str, ...]]) -> Non
         out.say("tunnels closed")
 
 
-def registry_hosts(e: Env, host: str | None) -> list[HostRecord]:
-    records = [r for r in e.hosts() if "registry" in r.roles and host in (None, r.name)]
-    if not records:
-        which = f"host {host} of {e.name} does not run" if host else f"no host of {e.name} runs"
-        raise DockyardError(f"{which} the registry role; check inventory/{e.name}.yml and `invoke hosts.list`")
-    return records
-
 
 def each_registry(e: Env, host: str | None, work: Callable[[RegistryClient], None]) -> None:
     """Run `work` against each registry host's API, reached through an SSH tunnel."""
-    records = registry_hosts(e, host)
+    records = e.hosts_with("registry", host)
     auth = registry_auth(e)
     for record in records:
         if len(records) > 1:

@@ -11,7 +11,7 @@ from invoke import Exit
 
 from dockyard import scan as scanning
 from dockyard.cli import open_env, task
-from dockyard.cli.registry import HOST_HELP, registry_hosts
+from dockyard.cli.registry import HOST_HELP
 
 
 @task(help={
@@ -25,7 +25,7 @@ def scan(c, image, env=None, host=None, fail_on=None, json=None):
     e = open_env(c, env)
     gate = scanning.threshold(fail_on) if fail_on else None  # a typo fails before any connection
     reference = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
-    record = registry_hosts(e, host)[0]
+    record = e.hosts_with("registry", host)[0]
     registry_port = e.inventory.services.registry.port
     trivy = shutil.which("trivy")
     try:

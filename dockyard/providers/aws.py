@@ -436,7 +436,7 @@ def wait_until_ready(env: Env, cloud: Cloud, changes: dict[str, Change], group: 
 
 
 def endpoints(inv: Inventory, host: Host, address: str) -> dict[str, str]:
-    return {role: f"{address}:{inv.service(role).port}" for role in host.roles if inv.service(role).open_to}
+    return {role: f"{address}:{port}" for role, port in inv.open_ports(host).items()}
 
 
 def wait_for_ssh(env: Env, record: HostRecord) -> None:

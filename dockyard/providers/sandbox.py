@@ -41,11 +41,6 @@ def labels(env: str, host: str | None = None) -> dict[str, str]:
     return {**MANAGED, "dockyard.env": env, **({"dockyard.host": host} if host else {})}
 
 
-def open_ports(env: Env, host: Host) -> list[int]:
-    """Ports the world may reach: services of this host with an `open_to` list."""
-    return sorted(env.inventory.service(r).port for r in host.roles if env.inventory.service(r).open_to)
-
-
 def provision(env: Env, yes: bool = False) -> list[HostRecord]:
     client = images.engine()
     public_key = env.state.public_key(env.env_key())
@@ -108,7 +103,7 @@ def teardown(env: Env, yes: bool = False) -> None:
 
 
 def _create(client, env: Env, host: Host, name: str, image: str, network: str, public_key: str):
-    ports = [22, *open_ports(env, host)]
+    ports = [22, *sorted(env.inventory.open_ports(host).values())]
     host_config = client.api.create_host_config(
         port_bindings={f"{p}/tcp": ("127.0.0.1",) for p in ports},
         binds={
@@ -167,11 +162,7 @@ def _record(env: Env, host: Host, container) -> HostRecord:
         return f"{bindings[0]['HostIp']}:{bindings[0]['HostPort']}"
 
     ssh_address, ssh_port = published(22).rsplit(":", 1)
-    endpoints = {
-        role: published(env.inventory.service(role).port)
-        for role in host.roles
-        if env.inventory.service(role).open_to
-    }
+    endpoints = {role: published(port) for role, port in env.inventory.open_ports(host).items()}
     return HostRecord(
         name=host.name,
         address=ssh_address,

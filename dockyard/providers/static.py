@@ -50,14 +50,13 @@ def teardown(env: Env, yes: bool = False) -> None:
 
 def _record(env: Env, host: Host) -> HostRecord:
     inv = env.inventory
-    open_roles = [role for role in host.roles if inv.service(role).open_to]
     return HostRecord(
         name=host.name,
         address=host.address,
         port=host.port,
         user=host.user or inv.ssh.user,
         roles=host.roles,
-        endpoints={role: f"{host.address}:{inv.service(role).port}" for role in open_roles},
+        endpoints={role: f"{host.address}:{port}" for role, port in inv.open_ports(host).items()},
         key=str(resolve_path(host.key, inv.path)) if host.key else None,
     )
 
