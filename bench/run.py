@@ -105,7 +105,7 @@ def phases(env: Env) -> dict[str, float]:
 def cold_and_noop(bench: Bench, results: Results) -> None:
     env = bench.env("bench")
     started = time.monotonic()
-    sandbox.provision(env)
+    env.provider.provision()
     provisioned = time.monotonic()
     deploy.converge(env)
     finished = time.monotonic()
@@ -168,7 +168,7 @@ def fan_out(bench: Bench, results: Results) -> None:
         name = f"fan{hosts}"
         bench.inventory(name, hosts)
         env = bench.env(name)
-        sandbox.provision(env)
+        env.provider.provision()
         started = time.monotonic()
         deploy.converge(env)
         timings[hosts] = time.monotonic() - started
@@ -178,7 +178,7 @@ def fan_out(bench: Bench, results: Results) -> None:
 
 
 def teardown(env: Env) -> None:
-    sandbox.teardown(env)
+    env.provider.teardown()
     env.state.clear()
 
 

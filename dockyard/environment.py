@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard import inventory as inventory_module
 from dockyard.errors import DockyardError
 from dockyard.inventory import Inventory, resolve_path
+from dockyard.providers import Provider, provider_for
 from dockyard.report import Reporter
 from dockyard.ssh import HostConnection
 from dockyard.state import HostRecord, State
@@ -35,13 +36,13 @@ class Env:
     def name(self) -> str:
         return self.inventory.env
 
-    @property
-    def provider(self):
-        return importlib.import_module(f"dockyard.providers.{self.inventory.provider}")
+    @functools.cached_property
+    def provider(self) -> Provider:
+        return provider_for(self)
 
     def hosts(self) -> list[HostRecord]:
         """The environment's hosts as they can be reached now."""
-        return self.provider.hosts(self)
+        return self.provider.hosts()
 
     def hosts_with(self, role: str, name: str | None = None) -> list[HostRecord]:
         """The hosts that run `role` (only the one called `name`, if given); none is an error."""

@@ -8,7 +8,7 @@ from dockyard.report import confirm
 def provision(c, env=None, yes=False):
     """Create the environment's hosts, or start them; a second run changes nothing."""
     e = open_env(c, env)
-    records = e.provider.provision(e, yes=yes)
+    records = e.provider.provision(yes=yes)
     if not e.out.counts["changed"]:
         e.out.say("no changes: every host exists and runs")
     print_hosts(e, records)
@@ -19,7 +19,7 @@ def teardown(c, env=None, yes=False):
     """Remove the environment's hosts and everything dockyard made for them, state included."""
     e = open_env(c, env)
     confirm(f"tear down environment {e.name} ({e.inventory.provider})?", yes)
-    e.provider.teardown(e, yes=True)
+    e.provider.teardown(yes=True)
     e.state.clear()
     e.out.say(f"environment {e.name} is gone; state {e.state.dir} removed")
 

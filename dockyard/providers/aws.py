@@ -142,15 +142,25 @@ class Created:
 
 
 # -- the provider interface -----------------------------------------------------------------------------------
-def provision(env: Env, yes: bool = False) -> list[HostRecord]:
-    records = ensure_hosts(env, yes)
-    for record in records:
-        wait_for_ssh(env, record)
-    return records
+class Aws:
+    def __init__(self, env: Env):
+        self.env = env
+
+    def provision(self, yes: bool = False) -> list[HostRecord]:
+        records = ensure_hosts(self.env, yes)
+        for record in records:
+            wait_for_ssh(self.env, record)
+        return records
+
+    def hosts(self) -> list[HostRecord]:
+        """The hosts as the last provision recorded them; nothing is asked of AWS."""
+        return hosts(self.env)
+
+    def teardown(self, yes: bool = False) -> None:
+        teardown(self.env, yes)
 
 
 def hosts(env: Env) -> list[HostRecord]:
-    """The hosts as the last provision recorded them; nothing is asked of AWS."""
     recorded = {r.name: r for r in env.state.hosts()}
     records = []
     for host in env.inventory.hosts:

@@ -41,65 +41,74 @@ def labels(env: str, host: str | None = None) -> dict[str, str]:
     return {**MANAGED, "dockyard.env": env, **({"dockyard.host": host} if host else {})}
 
 
-def provision(env: Env, yes: bool = False) -> list[HostRecord]:
-    client = images.engine()
-    public_key = env.state.public_key(env.env_key())
-    source = images.resolve_source(env.inventory.images)
-    base = images.base_image(source, env.out.say)
-    host_image = images.build("sandbox-host", env.root / "images" / "sandbox-host", base, env.out.say)
-    network = _ensure_network(client, env.name)
-    for host in env.inventory.hosts:
-        started = time.monotonic()
-        name = container_name(env.name, host.name)
-        try:
-            container = client.containers.get(name)
-        except docker.errors.NotFound:
-            container = None
-        if container is None:
-            container = _create(client, env, host, name, host_image.ref, network, public_key)
-            status, detail = "changed", f"created {name} from {host_image.ref}"
-        elif container.status != "running":
-            container.start()
-            status, detail = "changed", f"started {name} (was {container.status})"
-        else:
-            status, detail = "ok", f"{name} running"
-        container.reload()
-        record = _record(env, host, container)
-        _wait_for_ssh(record)
-        env.check_ssh(record)
-        env.out.step(host.name, "sandbox", status, detail, time.monotonic() - started)
-    records = hosts(env)
-    env.state.save_hosts(records)
-    return records
+class Sandbox:
+    def __init__(self, env: Env):
+        self.env = env
 
+    def provision(self, yes: bool = False) -> list[HostRecord]:
+        env = self.env
+        client = images.engine()
+        public_key = env.state.public_key(env.env_key())
+        source = images.resolve_source(env.inventory.images)
+        base = images.base_image(source, env.out.say)
+        host_image = images.build("sandbox-host", env.root / "images" / "sandbox-host", base, env.out.say)
+        network = _ensure_network(client, env.name)
+        for host in env.inventory.hosts:
+            started = time.monotonic()
+            name = container_name(env.name, host.name)
+            try:
+                container = client.containers.get(name)
+            except docker.errors.NotFound:
+                container = None
+            if container is None:
+                container = _create(client, env, host, name, host_image.ref, network, public_key)
+                status, detail = "changed", f"created {name} from {host_image.ref}"
+            elif container.status != "running":
+                container.start()
+                status, detail = "changed", f"started {name} (was {container.status})"
+            else:
+                status, detail = "ok", f"{name} running"
+            container.reload()
+            record = _record(env, host, container)
+            _wait_for_ssh(record)
+            env.check_ssh(record)
+            env.out.step(host.name, "sandbox", status, detail, time.monotonic() - started)
+        records = self.hosts()
+        env.state.save_hosts(records)
+        return records
 
-def hosts(env: Env) -> list[HostRecord]:
-    client = images.engine()
-    records = []
-    for host in env.inventory.hosts:
-        name = container_name(env.name, host.name)
-        try:
-            container = client.containers.get(name)
-        except docker.errors.NotFound:
-            raise ProviderError(f"sandbox host {host.name} ({name}) does not exist; run `invoke provision`") from None
-        if container.status != "running":
-            raise ProviderError(f"sandbox host {host.name} is {container.status}; run `invoke provision` to start it")
-        records.append(_record(env, host, container))
-    return records
+    def hosts(self) -> list[HostRecord]:
+        env = self.env
+        client = images.engine()
+        records = []
+        for host in env.inventory.hosts:
+            name = container_name(env.name, host.name)
+            try:
+                container = client.containers.get(name)
+            except docker.errors.NotFound:
+                raise ProviderError(
+                    f"sandbox host {host.name} ({name}) does not exist; run `invoke provision`"
+                ) from None
+            if container.status != "running":
+                raise ProviderError(
+                    f"sandbox host {host.name} is {container.status}; run `invoke provision` to start it"
+                )
+            records.append(_record(env, host, container))
+        return records
 
-
-def teardown(env: Env, yes: bool = False) -> None:
-    client = images.engine()
-    selector = {"label": [f"dockyard.env={env.name}", "managed-by=dockyard"]}
-    for container in client.containers.list(all=True, filters=selector):
-        container.remove(force=True, v=True)
-        env.out.step(container.labels.get("dockyard.host", "-"), "sandbox", "changed", f"removed {container.name}")
-    for volume in client.volumes.list(filters=selector):
-        volume.remove(force=True)
-        env.out.step("-", "sandbox", "changed", f"removed volume {volume.name}")
-    for network in client.networks.list(filters=selector):
-        network.remove()
-        env.out.step("-", "sandbox", "changed", f"removed network {network.name}")
+    def teardown(self, yes: bool = False) -> None:
+        env = self.env
+        client = images.engine()
+        selector = {"label": [f"dockyard.env={env.name}", "managed-by=dockyard"]}
+        for container in client.containers.list(all=True, filters=selector):
+            container.remove(force=True, v=True)
+            env.out.step(container.labels.get("dockyard.host", "-"), "sandbox", "changed", f"removed {container.name}")
+        for volume in client.volumes.list(filters=selector):
+            volume.remove(force=True)
+            env.out.step("-", "sandbox", "changed", f"removed volume {volume.name}")
+        for network in client.networks.list(filters=selector):
+            network.remove()
+            env.out.step("-", "sandbox", "changed", f"removed network {network.name}")
 
 
 def _create(client, env: Env, host: Host, name: str, image: str, network: str, public_key: str):
