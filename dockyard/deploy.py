@@ -13,15 +13,16 @@ from pathlib import Path
 
 import jinja2
 
-from dockyard import commands, images
-from dockyard import facts as host_facts
+from dockyard import facts, images
+from dockyard.commands import containers
+from dockyard.commands import facts as facts_command
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, ImageError
 from dockyard.inventory import ROLES
 from dockyard.plan import Plan, make_plan, plan_docker
 from dockyard.runner import Applier
 from dockyard.spec import Desired, Rendered, ResolvedImage, RoleSpec, Target
-from dockyard.ssh import STATS
+from dockyard.ssh import STATS, HostConnection
 from roles import MODULES
 
 SECRETS = ("registry_http_secret", "webhook_token", "notify_token")
@@ -32,12 +33,11 @@ def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = Fals
     """Bring every host to what the inventory declares; `only` limits the roles (() = Docker alone)."""
     started = time.monotonic()
     records = env.hosts()
-    online = images.resolve_source(env.inventory.images) == "online"
+    roles = {r.name: [role for role in ROLES if role in r.roles and (only is None or role in only)] for r in records}
+    # where images come from matters only to hosts with services; Docker alone needs no local engine
+    online = any(roles.values()) and images.resolve_source(env.inventory.images) == "online"
     targets = [Target(env.inventory, record, online) for record in records]
-    specs = {
-        t.host.name: [MODULES[r].declare(t) for r in ROLES if r in t.host.roles and (only is None or r in only)]
-        for t in targets
-    }
+    specs = {t.host.name: [MODULES[role].declare(t) for role in roles[t.host.name]] for t in targets}
     built = build_images(env, [s for host_specs in specs.values() for s in host_specs], online)
     context = {"secrets": {name: env.secret(name) for name in SECRETS}, "online": online}
     templates = _templates(env.root / "templates")
@@ -67,10 +67,17 @@ def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = Fals
     return plans
 
 
-def _converge_host(env: Env, record, desired: list[Desired], dry_run: bool) -> Plan:
+def read_facts(conn: HostConnection, desired: list[Desired] = ()) -> facts.HostFacts:
+    """The host's facts in one round trip: its engine, and the files and containers `desired` declares."""
     paths = [f.dest for want in desired for f in want.files]
+    names = [want.container.name for want in desired]
+    output = conn.run(facts_command.script(conn.record.user, paths, names), what="read facts")
+    return facts.parse(output, conn.where)
+
+
+def _converge_host(env: Env, record, desired: list[Desired], dry_run: bool) -> Plan:
     with env.connect(record) as conn:
-        seen = host_facts.parse(conn.run(host_facts.script(record.user, paths)))
+        seen = read_facts(conn, desired)
         plan = make_plan(record.name, desired, seen, plan_docker(seen, env.inventory.docker, record.user))
         if dry_run:
             for role in plan.roles:
@@ -107,13 +114,15 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
             registry = f"127.0.0.1:{target.inventory.services.registry.port}"
             repository = image.repository or local.ref.split(":")[0]
             tag = PUSHED_TAG_PREFIX + local.ref.split(":")[1]
-            resolved = ResolvedImage(f"{registry}/{repository}:{tag}", local.image_id, "push", local.ref)
+            resolved = ResolvedImage(
+                f"{registry}/{repository}:{tag}", local.image_id, "push", local.ref, f"{repository}:{tag}"
+            )
         else:
             resolved = ResolvedImage(local.ref, local.image_id, "ship", local.ref)
     container = replace(spec.container, image=resolved.ref)
     values = {
         **context, "inventory": target.inventory, "services": target.inventory.services, "host": target.host,
-        "container": commands.container_document(container, spec.role), "role": spec.role,
+        "container": containers.container_document(container, spec.role), "role": spec.role,
     }
     files = tuple(
         Rendered(

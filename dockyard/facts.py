@@ -1,23 +1,101 @@
-"""Everything a plan needs to know about a host, read in one round trip.
+"""What a plan knows about a host: the facts read's output (`dockyard.commands.facts`), parsed. Pure: no I/O.
 
-`script()` is the one remote command; `parse()` is a pure function of its output.
+A container's settings are compared with its declaration field by field, each in a stated mode, as
+community.docker's module_utils compare theirs.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass, field
 
-from dockyard.commands import LOOPBACK_GUARD
-from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, ContainerSpec
+from dockyard.commands.facts import SECTIONS
+from dockyard.errors import FactsError
+from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
 
-SECTIONS = ("docker", "boot", "guard", "groups", "containers", "images", "files")
+STRICT = "strict"  # equal: what is added by hand is drift too
+DECLARED = "declared"  # what is declared must be present; Docker and the image may add more
+
+# The settings a hand change touches, and how each is compared with the declaration.
+DRIFT = (
+    ("restart", STRICT),
+    ("ports", STRICT),
+    ("mounts", STRICT),
+    ("network", STRICT),
+    ("env", DECLARED),  # the image adds its own ENV (PATH ...)
+    ("labels", DECLARED),  # the image adds its labels, deploy its bookkeeping (spec digest, declared image)
+    ("health", DECLARED),  # none declared: the image's HEALTHCHECK applies
+    ("command", DECLARED),  # none declared: the image's CMD applies
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a container runs with, narrowed to what a spec controls, spelled alike for both sides."""
+
+    restart: str
+    ports: frozenset[str]
+    mounts: frozenset[str]
+    network: frozenset[str]
+    env: frozenset[str]
+    labels: frozenset[str]
+    health: tuple | None  # (test, interval ns, timeout ns, retries)
+    command: tuple[str, ...]
+
+    @classmethod
+    def declared(cls, document: dict) -> Settings:
+        """From the container document (`dockyard.commands.containers.container_document`)."""
+        health = document["health"]
+        return cls(
+            restart=document["restart"],
+            ports=frozenset(normalize_port(p) for p in document["ports"]),
+            mounts=frozenset(document["volumes"]),
+            network=frozenset({document["network"]}),
+            env=frozenset(f"{k}={v}" for k, v in document["env"].items()),
+            labels=frozenset(f"{k}={v}" for k, v in document["labels"].items()),
+            health=(
+                ("CMD-SHELL", health["command"]), health["interval_s"] * 10**9, health["timeout_s"] * 10**9,
+                health["retries"],
+            ) if health else None,
+            command=tuple(document["command"]),
+        )
+
+    @classmethod
+    def inspected(cls, inspect: dict) -> Settings:
+        """From `docker inspect`."""
+        config, host = inspect["Config"], inspect["HostConfig"]
+        policy = host.get("RestartPolicy") or {}
+        health = config.get("Healthcheck")
+        return cls(
+            restart=policy.get("Name", "") + (f":{n}" if (n := policy.get("MaximumRetryCount")) else ""),
+            ports=frozenset(
+                normalize_port(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort', '')}:{port}")
+                for port, bindings in (host.get("PortBindings") or {}).items()
+                for b in bindings or ()
+            ),
+            mounts=frozenset(host.get("Binds") or ()),
+            network=frozenset((inspect.get("NetworkSettings") or {}).get("Networks") or ()),
+            env=frozenset(config.get("Env") or ()),
+            labels=frozenset(f"{k}={v}" for k, v in (config.get("Labels") or {}).items()),
+            health=(
+                tuple(health.get("Test") or ()), health.get("Interval", 0), health.get("Timeout", 0),
+                health.get("Retries", 0),
+            ) if health else None,
+            command=tuple(config.get("Cmd") or ()),
+        )
+
+
+def differs(mode: str, declared, actual) -> bool:
+    if mode == STRICT:
+        return declared != actual
+    if isinstance(declared, frozenset):
+        return not declared <= actual
+    return bool(declared) and declared != actual
 
 
 @dataclass(frozen=True)
 class Seen:
-    """A container as it runs now, narrowed to what a spec controls."""
+    """A container as it runs now."""
 
     name: str
     role: str
@@ -26,98 +104,85 @@ class Seen:
     declared_image: str  # what deploy asked for; differs from the running image after a webhook redeploy
     running: bool
     started_at: str
-    restart: str
-    ports: frozenset[str]
-    env: frozenset[str]
-    volumes: frozenset[str]
+    settings: Settings
 
-    def drift(self, spec: ContainerSpec) -> list[str]:
-        """Fields changed by hand outside dockyard."""
-        changed = []
-        if self.restart != spec.restart:
-            changed.append("restart")
-        if self.ports != frozenset(normalize_port(p) for p in spec.ports):
-            changed.append("ports")
-        if not {f"{k}={v}" for k, v in spec.env} <= self.env:
-            changed.append("env")
-        if self.volumes != frozenset(spec.volumes):
-            changed.append("volumes")
-        return changed
+    def drift(self, document: dict) -> list[str]:
+        """The settings changed outside dockyard, against the container document deploy runs it from."""
+        declared = Settings.declared(document)
+        return [name for name, mode in DRIFT if differs(mode, getattr(declared, name), getattr(self.settings, name))]
 
 
 @dataclass(frozen=True)
 class HostFacts:
-    docker_version: str | None = None
+    docker_version: str | None = None  # the daemon's; None while it does not answer
+    dockerd_installed: bool = False
+    packages_broken: bool = False  # dpkg holds half-configured packages (read while the daemon does not answer)
+    systemd: bool = False
     docker_on_boot: bool = False
-    loopback_exposed: bool = False  # ports published on 127.0.0.1 take packets from the network: no guard
+    loopback_guard: bool = False  # packets from the network to 127.0.0.1 ports are dropped now
+    loopback_guard_on_boot: bool = False
     groups: frozenset[str] = frozenset()
     containers: dict[str, Seen] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)  # ref -> image id
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256
 
 
-def script(user: str, paths: list[str]) -> str:
-    files = " ".join(shlex.quote(p) for p in sorted(paths)) or "/dev/null"
-    return f"""echo ::docker; docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || true
-echo ::boot; if [ -d /run/systemd/system ]; then systemctl is-enabled docker 2>/dev/null || true; \
-else grep -qs 'dockyard: dockerd' /etc/rc.local && echo enabled || true; fi
-echo ::guard; iptables -t raw -C {LOOPBACK_GUARD} 2>/dev/null && echo present || true
-echo ::groups; id -nG {shlex.quote(user)} 2>/dev/null || true
-echo ::containers; ids=$(docker ps -aq --filter label={ROLE_LABEL} 2>/dev/null || true); \
-if [ -n "$ids" ]; then docker inspect $ids; fi
-echo ::images; docker image ls --no-trunc --format '{{{{.Repository}}}}:{{{{.Tag}}}} {{{{.ID}}}}' 2>/dev/null || true
-echo ::files; sha256sum {files} 2>/dev/null || true
-echo ::end"""
+def parse(output: str, where: str) -> HostFacts:
+    """The facts read's output as HostFacts; any other bytes raise FactsError naming `where`."""
+    sections = _split(output, where)
+    try:
+        return HostFacts(
+            docker_version=sections["docker"].strip() or None,
+            dockerd_installed=bool(sections["dockerd"].strip()),
+            packages_broken=bool(sections["dpkg"].strip()),
+            systemd=sections["init"].strip() == "systemd",
+            docker_on_boot=sections["boot"].strip() == "enabled",
+            loopback_guard=sections["guard"].strip() == "present",
+            loopback_guard_on_boot=sections["guard_boot"].strip() == "enabled",
+            groups=frozenset(sections["groups"].split()),
+            containers={c.name: c for c in map(seen, _json_list(sections["containers"]))},
+            images={ref: image_id for ref, image_id in _pairs(sections["images"], " ") if not ref.endswith(":<none>")},
+            files={path: digest for digest, path in _pairs(sections["files"], "  ")},
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise FactsError(f"{where}: the facts read returned what it cannot parse ({type(e).__name__}: {e}); "
+                         f"rerun, and if it persists run with DOCKYARD_DEBUG=1") from e
 
 
-def parse(output: str) -> HostFacts:
-    sections = _split(output)
-    version = sections["docker"].strip() or None
-    containers = {}
-    raw = sections["containers"].strip()
-    for item in json.loads(raw) if raw else []:
-        seen = _seen(item)
-        containers[seen.name] = seen
-    images = {}
-    for line in sections["images"].splitlines():
-        ref, _, image_id = line.strip().partition(" ")
-        if image_id and not ref.endswith(":<none>"):
-            images[ref] = image_id
-    files = {}
-    for line in sections["files"].splitlines():
-        digest, _, path = line.strip().partition("  ")
-        if path:
-            files[path] = digest
-    return HostFacts(
-        docker_version=version,
-        docker_on_boot=sections["boot"].strip() == "enabled",
-        loopback_exposed=version is not None and sections["guard"].strip() != "present",
-        groups=frozenset(sections["groups"].split()),
-        containers=containers,
-        images=images,
-        files=files,
-    )
-
-
-def _split(output: str) -> dict[str, str]:
+def _split(output: str, where: str) -> dict[str, str]:
     sections = {name: [] for name in SECTIONS}
     current = None
     for line in output.splitlines():
         if line.startswith("::"):
             current = line[2:].strip()
             if current == "end":
-                break
+                return {name: "\n".join(lines) for name, lines in sections.items()}
             continue
         if current in sections:
             sections[current].append(line)
-    if current != "end":
-        raise ValueError("facts output ended early")
-    return {name: "\n".join(lines) for name, lines in sections.items()}
+    ended = f"in its {current} section" if current else "before its first section"
+    raise FactsError(
+        f"{where}: the facts read ended early, {ended}; rerun, and if it persists run with DOCKYARD_DEBUG=1"
+    )
 
 
-def _seen(inspect: dict) -> Seen:
-    config, host, state = inspect["Config"], inspect["HostConfig"], inspect["State"]
-    labels = config.get("Labels") or {}
+def _json_list(text: str) -> list:
+    items = json.loads(text) if text.strip() else []
+    if not isinstance(items, list):
+        raise TypeError("docker inspect printed no list")
+    return items
+
+
+def _pairs(text: str, separator: str) -> list[tuple[str, str]]:
+    """Lines of two fields; a line without the second one is skipped."""
+    split = (line.strip().partition(separator) for line in text.splitlines())
+    return [(first, second) for first, _, second in split if second]
+
+
+def seen(inspect: dict) -> Seen:
+    """A container as `docker inspect` shows it."""
+    labels = inspect["Config"].get("Labels") or {}
+    state = inspect["State"]
     return Seen(
         name=inspect["Name"].lstrip("/"),
         role=labels.get(ROLE_LABEL, ""),
@@ -126,14 +191,7 @@ def _seen(inspect: dict) -> Seen:
         declared_image=labels.get(IMAGE_LABEL, ""),
         running=bool(state.get("Running")),
         started_at=state.get("StartedAt", ""),
-        restart=(host.get("RestartPolicy") or {}).get("Name", ""),
-        ports=frozenset(
-            normalize_port(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort', '')}:{port}")
-            for port, bindings in (host.get("PortBindings") or {}).items()
-            for b in bindings or ()
-        ),
-        env=frozenset(config.get("Env") or ()),
-        volumes=frozenset(host.get("Binds") or ()),
+        settings=Settings.inspected(inspect),
     )
 
 

@@ -53,6 +53,11 @@ def engine() -> docker.DockerClient:
     return client
 
 
+def with_tag(ref: str) -> str:
+    """`ref` as Docker reads it: `:latest` when it names no tag (a registry's port is no tag)."""
+    return ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
+
+
 def resolve_source(images: str) -> str:
     """`online` when the pull source answers, `offline` when it does not or the inventory says so."""
     if images != "auto":

@@ -1,29 +1,46 @@
-"""Compare what is declared with what runs, and list only the difference. Pure: no I/O."""
+"""Compare what is declared with what runs, and list only the difference. Pure: no I/O.
+
+A plan holds two kinds of step, as pyinfra's StringCommand and FileUploadCommand: a remote step is a shell command
+run on the host; a transfer moves a local image onto it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from dockyard import commands
+from dockyard.commands import containers, engine, files
 from dockyard.facts import HostFacts
 from dockyard.inventory import Docker
 from dockyard.spec import Desired
 
-TRANSFERS = ("ship", "push")
+
+@dataclass(frozen=True)
+class RemoteStep:
+    role: str
+    action: str  # install | enable | guard | start | wait | group | write | pull | tag | run | recreate
+    target: str
+    reason: str
+    command: str
 
 
 @dataclass(frozen=True)
-class Step:
+class Transfer:
+    """A local image moved onto the host: streamed into its engine (ship) or pushed to its registry (push)."""
+
     role: str
-    action: str  # install | ship | push | write | pull | tag | run | recreate | start | wait
-    target: str
-    reason: str = ""
-    command: str = ""  # the shell for a remote step; transfers carry their refs in target/source
-    source: str = ""  # local image for a transfer
+    kind: Literal["ship", "push"]
+    local_image: str
+    target: str  # the image as the host names it
+    reason: str
+    repository: str = ""  # push: name:tag inside the host's registry, which the host reaches as `target`
 
     @property
-    def is_transfer(self) -> bool:
-        return self.action in TRANSFERS
+    def action(self) -> str:
+        return self.kind
+
+
+Step = RemoteStep | Transfer
 
 
 @dataclass(frozen=True)
@@ -51,21 +68,31 @@ class Plan:
 
 
 def plan_docker(facts: HostFacts, settings: Docker, user: str) -> RolePlan:
-    missing = []
+    """Only the pieces of the engine's install that the facts show missing, in the order they depend on."""
+    systemd = facts.systemd
+    boot = "systemd" if systemd else "/etc/rc.local"
+
+    def step(action: str, target: str, reason: str, command: str) -> RemoteStep:
+        return RemoteStep("docker", action, target, reason, command)
+
+    steps = []
+    if not facts.dockerd_installed or facts.packages_broken:
+        package = "docker.io" if settings.install == "apt" else "docker (convenience script)"
+        why = "packages half-configured" if facts.dockerd_installed else "not installed"
+        steps.append(step("install", package, why, engine.install_package(settings)))
+    if not facts.docker_on_boot:
+        steps.append(step("enable", f"dockerd at boot ({boot})", "not started at boot", engine.enable_at_boot(systemd)))
+    if not facts.loopback_guard_on_boot:
+        steps.append(step("enable", f"loopback guard at boot ({boot})", "not set at boot",
+                          engine.guard_at_boot(systemd)))
+    if not facts.loopback_guard:
+        steps.append(step("guard", "127.0.0.0/8", "127.0.0.1 ports reachable from the network", engine.guard_now()))
     if not facts.docker_version:
-        missing.append("not installed")
-    elif not facts.docker_on_boot:
-        missing.append("not started at boot")
-    elif facts.loopback_exposed:
-        missing.append("127.0.0.1 ports reachable from the network")
+        steps.append(step("start", "dockerd", "not running", engine.start_now(systemd)))
+        steps.append(step("wait", "dockerd", "answering", engine.wait_for_daemon(systemd)))
     if user != "root" and "docker" not in facts.groups:
-        missing.append(f"{user} not in docker group")
-    if not missing:
-        return RolePlan("docker", ())
-    target = "docker.io" if settings.install == "apt" else "docker (convenience script)"
-    return RolePlan(
-        "docker", (Step("docker", "install", target, ", ".join(missing), commands.install_docker(settings, user)),)
-    )
+        steps.append(step("group", user, "not in docker group", engine.add_to_docker_group(user)))
+    return RolePlan("docker", tuple(steps))
 
 
 def make_plan(host: str, desired: list[Desired], facts: HostFacts, docker: RolePlan | None = None) -> Plan:
@@ -86,16 +113,16 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     if image.ref in delivered or (present is not None and image.image_id in (None, present)):
         pass
     elif image.delivery == "pull":
-        yield Step(want.role, "pull", image.ref, "missing on host", commands.pull(image.ref))
+        yield RemoteStep(want.role, "pull", image.ref, "missing on host", containers.pull(image.ref))
         image_changing = True
     elif image.image_id in host_ids:
-        yield Step(want.role, "tag", image.ref, "image present under another name",
-                   commands.docker("tag", image.image_id, image.ref))
+        yield RemoteStep(want.role, "tag", image.ref, "image present under another name",
+                         containers.tag(image.image_id, image.ref))
     elif image.delivery == "ship":
-        yield Step(want.role, "ship", image.ref, "missing on host", source=image.local_ref)
+        yield Transfer(want.role, "ship", image.local_ref, image.ref, "missing on host")
     else:
-        yield Step(want.role, "push", image.ref, "missing in registry", source=image.local_ref)
-        yield Step(want.role, "pull", image.ref, "from the host's registry", commands.pull(image.ref))
+        yield Transfer(want.role, "push", image.local_ref, image.ref, "missing in registry", image.repository)
+        yield RemoteStep(want.role, "pull", image.ref, "from the host's registry", containers.pull(image.ref))
     delivered.add(image.ref)
 
     # 2. files: write only what differs
@@ -104,21 +131,22 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
         seen = facts.files.get(file.dest)
         if seen != file.sha256:
             rewritten.append(file.dest)
-            yield Step(want.role, "write", file.dest, "new" if seen is None else "changed", commands.write_file(file))
+            yield RemoteStep(want.role, "write", file.dest, "new" if seen is None else "changed",
+                             files.write_file(file))
 
     # 3. the container
     wanted_id = image.image_id or facts.images.get(image.ref)
     current = facts.containers.get(spec.name)
-    create = f"{commands.ensure_network(spec.network)}\n{commands.run_container(spec, want.role, want.digest)}"
-    wait = Step(want.role, "wait", spec.name, "healthy", commands.wait_healthy(spec.name))
+    create = f"{containers.ensure_network(spec.network)}\n{containers.run_container(spec, want.role, want.digest)}"
+    wait = RemoteStep(want.role, "wait", spec.name, "healthy", containers.wait_healthy(spec.name))
     if current is None:
-        yield Step(want.role, "run", spec.name, "missing", commands.locked(want.lock, create))
+        yield RemoteStep(want.role, "run", spec.name, "missing", containers.locked(want.lock, create))
         yield wait
         return
     reasons = []
     if current.digest != want.digest:
         reasons.append("config" if rewritten else "spec")
-    reasons += [f"drift: {field}" for field in current.drift(spec)]
+    reasons += [f"drift: {name}" for name in current.drift(containers.container_document(spec, want.role))]
     # A container the webhook moved to a newer pushed image still counts as declared: deploy changes it
     # only when what deploy declares changes.
     if image_changing or (current.image_id != wanted_id and current.declared_image != image.ref):
@@ -126,11 +154,11 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     if rewritten and "config" not in reasons:
         reasons.append("files rewritten")
     if reasons:
-        yield Step(
+        yield RemoteStep(
             want.role, "recreate", spec.name, ", ".join(reasons),
-            commands.locked(want.lock, f"{commands.remove_container(spec.name)}\n{create}"),
+            containers.locked(want.lock, f"{containers.remove_container(spec.name)}\n{create}"),
         )
         yield wait
     elif not current.running:
-        yield Step(want.role, "start", spec.name, "stopped", commands.start_container(spec.name))
+        yield RemoteStep(want.role, "start", spec.name, "stopped", containers.start_container(spec.name))
         yield wait

@@ -102,6 +102,18 @@ class RegistryClient:
                 return []
             raise
 
+    def tag_counts(self, parallel: int = PARALLEL_REQUESTS) -> dict[str, int]:
+        """Every repository with how many tags it has, in catalog order."""
+        names = self.catalog()
+        with ThreadPoolExecutor(parallel) as pool:
+            counts = pool.map(lambda name: len(self.tags(name, missing_ok=True)), names)
+            return dict(zip(names, counts, strict=True))
+
+    def describe_all(self, repository: str, parallel: int = PARALLEL_REQUESTS) -> list[TagInfo]:
+        """Every tag of the repository, described."""
+        with ThreadPoolExecutor(parallel) as pool:
+            return list(pool.map(lambda tag: self.describe(repository, tag), self.tags(repository)))
+
     def digest(self, repository: str, tag: str) -> str:
         """HEAD suffices where the registry sends Docker-Content-Digest, as distribution does."""
         try:

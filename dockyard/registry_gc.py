@@ -1,30 +1,18 @@
-"""Garbage collection of the private registry, as one script run on its host.
+"""`invoke registry.gc`: garbage collection of each registry host, and what it freed.
 
-Deleting a tag only unlinks its manifest; the blobs stay on disk until `garbage-collect` runs, and it
-must not run while the registry accepts pushes (a blob uploaded meanwhile could be collected). So the
-script stops the registry, collects with the same image and mounts, starts it again, waits for it to
-be healthy, and measures the volume before and after. If collecting fails, the registry still restarts.
-
-`--delete-untagged` also collects images whose tag moved on (a re-pushed `latest`), but distribution
-2.8 deletes the untagged platform images of a tagged multi-platform index with them
-(distribution/distribution#3004), so the caller leaves it out when the registry holds an index.
+The script itself (stop, collect, start, wait healthy, measure) is `dockyard.commands.registry_gc`.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 
-from dockyard.commands import docker, wait_healthy
+from dockyard.commands.registry_gc import CONTAINER, gc_script
+from dockyard.environment import Env
 from dockyard.errors import StepFailed
-from dockyard.ssh import HostConnection, ScriptFailed
+from dockyard.report import human_bytes
 
-CONTAINER = "dockyard-registry"
-VOLUME = "dockyard-registry-data"
-CONFIG = "/etc/docker/registry/config.yml"  # where the container sees dockyard's config
-# The official image ships `registry`, Debian's package `docker-registry`: the first one found runs.
-BINARIES = ("registry", "docker-registry")
 SUMMARY = re.compile(r"^dockyard-gc before=(\d+) after=(\d+) deleted=(\d+) stopped=(\d+)$", re.M)
 
 
@@ -40,60 +28,32 @@ class GcResult:
         return self.bytes_before - self.bytes_after
 
 
-def collector_command(config: str = CONFIG, delete_untagged: bool = True) -> str:
-    """What runs inside the collecting container: whichever registry binary the image has."""
-    run = f"garbage-collect {'--delete-untagged ' if delete_untagged else ''}{shlex.quote(config)}"
-    names = " ".join(BINARIES)
-    return (
-        f'for b in {names}; do if command -v "$b" >/dev/null 2>&1; then exec "$b" {run}; fi; done; '
-        f"echo 'no registry binary ({names}) in the image' >&2; exit 127"
-    )
-
-
-def gc_script(container: str = CONTAINER, volume: str = VOLUME, config: str = CONFIG,
-              delete_untagged: bool = True, health_timeout: int = 90) -> str:
-    q = shlex.quote
-    fmt_image, fmt_mount = "{{.Image}}", "{{.Mountpoint}}"
-    # Same image and mounts as the registry itself, so the data and config are where it expects them.
-    collect = (
-        f'{docker("run", "--rm", "--entrypoint", "/bin/sh", "--volumes-from", container)} "$image" '
-        f"-c {q(collector_command(config, delete_untagged))}"
-    )
-    return "\n".join([
-        "set -eu",
-        f"{docker('inspect', container)} >/dev/null 2>&1 || "
-        f"{{ echo {q(f'no {container} container on this host; run `invoke deploy.registry` first')} >&2; exit 1; }}",
-        f"image=$({docker('inspect', '--format', fmt_image, container)})",
-        f"data=$({docker('volume', 'inspect', '--format', fmt_mount, volume)})",
-        'before=$(du -sb "$data" | cut -f1)',
-        "log=$(mktemp)",
-        # From here on the registry comes back whatever happens.
-        f"trap '{docker('start', container)} >/dev/null; rm -f \"$log\"' EXIT",
-        f"{docker('stop', container)} >/dev/null",
-        "stopped_at=$(date +%s)",
-        f'if ! {collect} >"$log" 2>&1; then',
-        '  echo "garbage-collect failed; its last lines:" >&2; tail -n 5 "$log" >&2; exit 1',
-        "fi",
-        f"{docker('start', container)} >/dev/null",
-        "trap 'rm -f \"$log\"' EXIT",
-        wait_healthy(container, health_timeout),
-        "stopped=$(( $(date +%s) - stopped_at ))",
-        'after=$(du -sb "$data" | cut -f1)',
-        "deleted=$(grep -c 'blob eligible for deletion' \"$log\" || true)",
-        'echo "dockyard-gc before=$before after=$after deleted=$deleted stopped=$stopped"',
-    ])
-
-
-def parse_summary(stdout: str) -> GcResult:
+def parse_summary(stdout: str, where: str) -> GcResult:
     match = SUMMARY.search(stdout)
     if not match:
-        raise StepFailed(f"registry gc printed no summary (got {stdout.strip()[-200:]!r}); rerun with DOCKYARD_DEBUG=1")
+        raise StepFailed(
+            f"{where}: registry gc printed no summary (got {stdout.strip()[-200:]!r}); rerun with DOCKYARD_DEBUG=1"
+        )
     return GcResult(*(int(n) for n in match.groups()))
 
 
-def collect_garbage(conn: HostConnection, delete_untagged: bool) -> GcResult:
-    try:
-        return parse_summary(conn.run(gc_script(delete_untagged=delete_untagged)))
-    except ScriptFailed as e:
-        lines = e.stderr.strip().splitlines() or [f"exit {e.exited}"]
-        raise StepFailed(f"{conn.where}: registry gc failed: {' | '.join(lines[-3:])}") from None
+def collect(env: Env, host: str | None = None) -> list[GcResult]:
+    """Collect on each registry host (or `host` alone), keeping untagged images where an index needs them."""
+    results = []
+    for record in env.hosts_with("registry", host):
+        with env.open_registry(record) as (conn, client):
+            index = client.find_index()
+            if index:
+                env.out.say(
+                    f"{record.name}: {index} is a multi-platform index, so untagged images stay: distribution 2.8's "
+                    f"--delete-untagged would delete its platform images (distribution/distribution#3004)"
+                )
+            env.out.say(f"{record.name}: stopping {CONTAINER} for garbage collection")
+            result = parse_summary(conn.run(gc_script(delete_untagged=index is None), what="registry gc"), conn.where)
+        env.out.say(
+            f"{record.name}: freed {human_bytes(result.bytes_freed)} ({result.bytes_freed} bytes, "
+            f"{result.blobs_deleted} blobs); volume {human_bytes(result.bytes_before)} -> "
+            f"{human_bytes(result.bytes_after)}; registry stopped {result.seconds_stopped}s, healthy again"
+        )
+        results.append(result)
+    return results

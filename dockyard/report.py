@@ -6,9 +6,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from dockyard.errors import Aborted
+
+if TYPE_CHECKING:
+    from dockyard.registry_api import TagInfo
+    from dockyard.scan import ScanReport
 
 STATUS_WIDTH = 8
 
@@ -85,3 +89,61 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
+
+
+def history(out: Reporter, host: str, entries: list[dict]) -> None:
+    """The webhook's audit log: one row a redeploy."""
+    rows = [
+        (
+            entry.get("started", ""), entry.get("trigger", {}).get("source", ""),
+            entry.get("trigger", {}).get("tag", ""), _short_image(entry.get("before")),
+            _short_image(entry.get("after")), entry.get("result", ""), f"{entry.get('duration_s', 0):.1f}s",
+            entry.get("reason") or "",
+        )
+        for entry in entries
+    ]
+    out.say(f"{host}: {len(rows)} redeploy(s)")
+    out.table(("when", "trigger", "tag", "before", "after", "result", "took", "why"), rows)
+
+
+def repositories(out: Reporter, tag_counts: dict[str, int]) -> None:
+    out.table(("repository", "tags"), [(name, str(count)) for name, count in tag_counts.items()])
+    out.say(f"{len(tag_counts)} repositories, {sum(tag_counts.values())} tags")
+
+
+def tags(out: Reporter, repository: str, infos: list[TagInfo]) -> None:
+    rows = [(i.tag, short_digest(i.digest), human_bytes(i.size), short_date(i.created)) for i in infos]
+    out.table(("tag", "digest", "size", "created"), rows)
+    out.say(f"{repository}: {len(infos)} tags")
+
+
+def scan(out: Reporter, report: ScanReport) -> None:
+    """Findings by severity, then the most severe ones."""
+    out.table(("severity", "findings"), [(severity, str(n)) for severity, n in report.counts().items()])
+    if report.findings:
+        top = report.top()
+        out.say(f"top {len(top)} of {len(report.findings)}:")
+        out.table(
+            ("severity", "id", "package", "installed", "fixed", "title"),
+            [(f.severity, f.id, f.package, f.installed, f.fixed or "-", f.title[:60]) for f in top],
+        )
+
+
+def short_digest(digest: str) -> str:
+    algorithm, _, value = digest.partition(":")
+    return f"{algorithm}:{value[:12]}"
+
+
+def short_date(created: str | None) -> str:
+    """`2026-11-28T01:48:03.123456789Z` as `2026-11-28 01:48:03Z`."""
+    if not created:
+        return "-"
+    day, _, clock = created.partition("T")
+    return f"{day} {clock[:8]}Z" if clock else day
+
+
+def _short_image(image) -> str:
+    """An audit log's image (an id, or a dict holding one) as 12 hex digits."""
+    if isinstance(image, dict):
+        image = image.get("id") or image.get("image") or ""
+    return str(image or "").removeprefix("sha256:")[:12]

@@ -1,7 +1,7 @@
 """Turn a host's plan into executed steps over its one connection.
 
 A role's remote steps go out as one `set -eu` script that echoes each step's index, so a failure names
-its step. Image transfers (ship, push) run between scripts, on the same connection.
+its step. Transfers (ship, push) run between scripts, on the same connection.
 """
 
 from __future__ import annotations
@@ -10,34 +10,34 @@ import time
 from contextlib import ExitStack
 
 from dockyard import transfer
-from dockyard.errors import DockyardError, StepFailed
-from dockyard.plan import Plan, RolePlan, Step
+from dockyard.errors import DockyardError, RemoteFailed
+from dockyard.plan import Plan, RemoteStep, RolePlan, Step, Transfer
 from dockyard.report import Reporter
-from dockyard.ssh import HostConnection, ScriptFailed
+from dockyard.ssh import HostConnection
 
 STEP_MARK = "::step "
 
 
-def script(steps: list[Step]) -> str:
+def script(steps: list[RemoteStep]) -> str:
     lines = ["set -eu"]
     for i, step in enumerate(steps):
         lines += [f"echo '{STEP_MARK}{i}'", step.command]
     return "\n".join(lines)
 
 
-def failed_step(steps: list[Step], stdout: str) -> Step:
+def failed_step(steps: list[RemoteStep], stdout: str) -> RemoteStep:
     marks = [line for line in stdout.splitlines() if line.startswith(STEP_MARK)]
     return steps[int(marks[-1][len(STEP_MARK):])] if marks else steps[0]
 
 
-def batches(steps: tuple[Step, ...]) -> list[list[Step]]:
+def batches(steps: tuple[Step, ...]) -> list[Transfer | list[RemoteStep]]:
     """Consecutive remote steps share one script; each transfer stands alone."""
-    out: list[list[Step]] = []
+    out: list[Transfer | list[RemoteStep]] = []
     for step in steps:
-        if step.is_transfer or not out or out[-1][0].is_transfer:
-            out.append([step])
-        else:
+        if isinstance(step, RemoteStep) and out and isinstance(out[-1], list):
             out[-1].append(step)
+        else:
+            out.append(step if isinstance(step, Transfer) else [step])
     return out
 
 
@@ -64,31 +64,26 @@ class Applier:
             return
         try:
             for batch in batches(role.steps):
-                if batch[0].is_transfer:
-                    self._transfer(batch[0])
-                else:
-                    self._run(host, batch)
+                match batch:
+                    case Transfer(kind="ship"):
+                        transfer.ship(self.conn, self.out, batch.local_image)
+                    case Transfer(kind="push"):
+                        # the host names its registry 127.0.0.1:<port>; the tunnel reaches it under another port
+                        transfer.push(self.conn, self.out, self.tunnel_port(), batch.local_image, batch.repository)
+                    case _:
+                        self._run(batch)
         except DockyardError as e:
             self.out.step(host, role.role, "failed", str(e), time.monotonic() - started)
             raise
         self.out.step(host, role.role, "changed", role.summary, time.monotonic() - started)
 
-    def _run(self, host: str, steps: list[Step]) -> None:
+    def _run(self, steps: list[RemoteStep]) -> None:
         try:
-            self.conn.run(script(steps))
-        except ScriptFailed as e:
+            self.conn.run(script(steps), what=steps[0].role)
+        except RemoteFailed as e:
             step = failed_step(steps, e.stdout)
-            detail = (e.stderr.strip() or e.stdout.strip()).splitlines()[-3:]
-            raise StepFailed(
-                f"{host}: {step.role}: {step.action} {step.target} failed (exit {e.exited}): {' | '.join(detail)}"
-            ) from None
-
-    def _transfer(self, step: Step) -> None:
-        if step.action == "ship":
-            transfer.ship(self.conn, self.out, step.source)
-        else:
-            # the host names its registry 127.0.0.1:<port>; the tunnel reaches it under another port
-            transfer.push(self.conn, self.out, self.tunnel_port(), step.source, step.target.split("/", 1)[1])
+            e.what = f"{step.role}: {step.action} {step.target}"
+            raise
 
     def tunnel_port(self) -> int:
         if self._tunnel_port is None:

@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
 
-from dockyard.commands import docker
-from dockyard.errors import DockyardError
-from dockyard.ssh import HostConnection, ScriptFailed
+from dockyard.commands.scan import CANNOT_PULL, CANNOT_PULL_EXIT, TRIVY_IMAGE, host_script, trivy_arguments
+from dockyard.errors import DockyardError, RemoteFailed
+from dockyard.ssh import HostConnection
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")  # most severe first, as Trivy lists them
 EXIT_FINDINGS = 2
 EXIT_UNAVAILABLE = 3
-TRIVY_IMAGE = "aquasec/trivy:0.57.1"
-TRIVY_CACHE = "dockyard-trivy-cache"  # a volume on the host: the database is fetched once, then updated
 TOP_FINDINGS = 10
 # What Trivy prints when its database cannot be fetched, across versions.
 DB_UNREACHABLE = re.compile(r"failed to download vulnerability DB|DB error|download artifact from any source", re.I)
@@ -96,30 +93,12 @@ def threshold(name: str) -> str:
     return chosen
 
 
-def trivy_arguments(image_ref: str) -> list[str]:
-    # Straight from the registry (not a local engine); plain HTTP on 127.0.0.1 is expected.
-    return ["image", "--format", "json", "--scanners", "vuln", "--image-src", "remote", "--insecure", image_ref]
-
-
-def host_script(image_ref: str) -> str:
-    """Trivy's image on the host, on the host's network so 127.0.0.1:<registry port> is the registry."""
-    unavailable = f"dockyard-scan: cannot pull {TRIVY_IMAGE} on this host"
-    return "\n".join([
-        "set -eu",
-        f"{docker('image', 'inspect', TRIVY_IMAGE)} >/dev/null 2>&1 || "
-        f"{docker('pull', '--quiet', TRIVY_IMAGE)} >/dev/null 2>&1 || "
-        f"{{ echo {shlex.quote(unavailable)} >&2; exit {EXIT_UNAVAILABLE}; }}",
-        docker("run", "--rm", "--network", "host", "--volume", f"{TRIVY_CACHE}:/root/.cache/trivy", TRIVY_IMAGE,
-               *trivy_arguments(image_ref)),
-    ])
-
-
 def scan_on_host(conn: HostConnection, image_ref: str) -> str:
-    """Trivy's JSON report, as text, from a scan run on the host."""
+    """Trivy's JSON report, as text, from a scan run on the host; a failure says whether Trivy is out of reach."""
     try:
-        return conn.run(host_script(image_ref))
-    except ScriptFailed as e:
-        raise failure(e.stderr, e.exited, conn.where) from None
+        return conn.run(host_script(image_ref), what=f"Trivy's scan of {image_ref}")
+    except RemoteFailed as e:
+        raise failure(e.stderr, e.exited, e.where) from e
 
 
 def scan_locally(trivy: str, image_ref: str) -> str:
@@ -134,7 +113,7 @@ def failure(stderr: str, exited: int, where: str) -> DockyardError:
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
     cause = next((line for line in reversed(lines) if "FATAL" in line), lines[-1] if lines else f"exit {exited}")
     cause = re.sub(r"\s+", " ", re.sub(r"^.*?\bFATAL\s+", "", cause))[:300]
-    if exited == EXIT_UNAVAILABLE and "dockyard-scan:" in cause:
+    if exited == CANNOT_PULL_EXIT and CANNOT_PULL in cause:
         return ScanUnavailable(
             f"{where}: {cause.removeprefix('dockyard-scan: ')} (offline?); install trivy here, or ship the image "
             f"from a machine that has it (`invoke images.ship --image {TRIVY_IMAGE}`)"
@@ -145,11 +124,3 @@ def failure(stderr: str, exited: int, where: str) -> DockyardError:
             f"scan where mirror.gcr.io or ghcr.io is reachable"
         )
     return ScanError(f"{where}: Trivy failed: {cause}")
-
-
-def severity_rows(report: ScanReport) -> list[tuple[str, str]]:
-    return [(severity, str(count)) for severity, count in report.counts().items()]
-
-
-def finding_rows(report: ScanReport) -> list[tuple[str, ...]]:
-    return [(f.severity, f.id, f.package, f.installed, f.fixed or "-", f.title[:60]) for f in report.top()]

@@ -88,6 +88,7 @@ class ResolvedImage:
     image_id: str | None  # known when built locally; pulled images are known only on the host
     delivery: str  # pull | ship | push
     local_ref: str | None = None  # the local engine's tag, for ship and push
+    repository: str | None = None  # push: name:tag inside the host's registry, reached as `ref`
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import paramiko
 from fabric import Config, Connection
 
-from dockyard.errors import ConnectError, StepFailed
+from dockyard.errors import ConnectError, RemoteFailed
 from dockyard.state import HostRecord
 
 
@@ -134,22 +134,23 @@ class HostConnection:
     def _privileged(self, command: str) -> str:
         return command if self.record.user == "root" else f"sudo -n {command}"
 
-    def run(self, script: str) -> str:
-        """Run a shell script as root in one round trip and return its stdout.
+    def run(self, script: str, what: str | None = None) -> str:
+        """Run a shell script as root in one round trip and return its stdout; `what` names it in a failure
+        (by default its first line).
 
         The script travels on stdin, not on the command line, so sudo's log never holds the files it writes.
         """
-        data = script.encode()
-        status, out, err = self._exec("sh -s", [data], lambda _: None)
+        status, out, err = self._exec("sh -s", [script.encode()], lambda _: None)
         if status != 0:
-            raise ScriptFailed(out, err, status)
+            first_line = script.strip().partition("\n")[0][:80]
+            raise RemoteFailed(self.where, what or f"`{first_line}`", status, out, err)
         return out
 
     def stream(self, command: str, chunks: Iterable[bytes], progress: Callable[[int], None]) -> str:
         """Run `command` as root with `chunks` as its stdin, without a temporary file on either side."""
         status, out, err = self._exec(command, chunks, progress)
         if status != 0:
-            raise StepFailed(f"{self.where}: `{command}` failed: {err.strip()[-300:]}")
+            raise RemoteFailed(self.where, f"`{command}`", status, out, err)
         return out
 
     def _exec(self, command: str, chunks: Iterable[bytes], progress: Callable[[int], None]) -> tuple[int, str, str]:
@@ -211,14 +212,6 @@ class HostConnection:
             stop.set()
             thread.join()
             listener.close()
-
-
-class ScriptFailed(Exception):
-    """Raised by HostConnection.run; the runner turns it into StepFailed naming the step."""
-
-    def __init__(self, stdout: str, stderr: str, exited: int):
-        super().__init__(f"exit {exited}")
-        self.stdout, self.stderr, self.exited = stdout, stderr, exited
 
 
 def _pump(client: socket.socket, channel: paramiko.Channel, stop: threading.Event,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets as random
+import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,7 +87,7 @@ class State:
         """A long random secret, generated on first use and then kept."""
         values = self._read_json("secrets.json", {})
         if name not in values:
-            values[name] = random.token_urlsafe(32)
+            values[name] = secrets.token_urlsafe(32)
             self._write("secrets.json", json.dumps(values, indent=2) + "\n", secret=True)
         return values[name]
 

@@ -1,8 +1,7 @@
 """app.* and webhook.*: releases, their audit trail, and the listener that performs them."""
 
-import shlex
-
 from dockyard import release as releases
+from dockyard import report
 from dockyard.cli import open_env, task
 
 
@@ -15,43 +14,27 @@ def release(c, env=None, version=None, timeout=120):
 @task(help={"last": "how many entries to show"})
 def history(c, env=None, last=20):
     """Show the webhook's redeploys: when, what triggered them, images before and after, result."""
-    e = open_env(c, env)
-    for record in e.hosts_with("webhook"):
-        with e.connect(record) as conn:
-            entries = releases.history(conn, last=int(last))
-        rows = [
-            (
-                entry.get("started", ""), entry.get("trigger", {}).get("source", ""),
-                entry.get("trigger", {}).get("tag", ""), _short(entry.get("before")), _short(entry.get("after")),
-                entry.get("result", ""), f"{entry.get('duration_s', 0):.1f}s", entry.get("reason") or "",
-            )
-            for entry in entries
-        ]
-        e.out.say(f"{record.name}: {len(rows)} redeploy(s)")
-        e.out.table(("when", "trigger", "tag", "before", "after", "result", "took", "why"), rows)
+    env = open_env(c, env)
+    for record in env.hosts_with("webhook"):
+        with env.connect(record) as conn:
+            entries = releases.recent(conn, int(last))
+        report.history(env.out, record.name, entries)
 
 
 @task(help={"tail": "how many lines to show"})
 def logs(c, env=None, tail=50):
     """Show the webhook listener's log."""
-    e = open_env(c, env)
-    for record in e.hosts_with("webhook"):
-        with e.connect(record) as conn:
-            e.out.say(conn.run(f"docker logs --tail {shlex.quote(str(int(tail)))} dockyard-webhook 2>&1").rstrip())
+    env = open_env(c, env)
+    for record in env.hosts_with("webhook"):
+        with env.connect(record) as conn:
+            env.out.say(releases.webhook_log(conn, int(tail)))
 
 
 @task
 def url(c, env=None):
     """Where to point a Docker Hub webhook; the token itself stays in the state folder."""
-    e = open_env(c, env)
-    for record in e.hosts_with("webhook"):
-        address = record.endpoints.get("webhook", f"{record.address}:{e.inventory.services.webhook.port}")
-        secrets = e.state.dir / "secrets.json"
-        e.out.say(f"{record.name}: http://{address}/hooks/<token>  (token: webhook_token in {secrets})")
-
-
-
-def _short(image) -> str:
-    if isinstance(image, dict):
-        image = image.get("id") or image.get("image") or ""
-    return str(image or "").removeprefix("sha256:")[:12]
+    env = open_env(c, env)
+    for record in env.hosts_with("webhook"):
+        address = record.endpoints.get("webhook", f"{record.address}:{env.inventory.services.webhook.port}")
+        secrets = env.state.dir / "secrets.json"
+        env.out.say(f"{record.name}: http://{address}/hooks/<token>  (token: webhook_token in {secrets})")

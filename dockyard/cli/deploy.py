@@ -8,10 +8,10 @@ from dockyard.inventory import ROLES
 @task(name="all", default=True, help={"dry_run": "print what would change, change nothing"})
 def deploy(c, env=None, dry_run=False):
     """Converge the whole stack on every host: registry, mirror, UI, app, webhook."""
-    e = open_env(c, env)
-    deployment.converge(e, dry_run=dry_run)
+    env = open_env(c, env)
+    deployment.converge(env, dry_run=dry_run)
     if not dry_run:
-        print_services(e)
+        print_services(env)
 
 
 @task
@@ -38,13 +38,13 @@ def role_task(role: str):
 ROLE_TASKS = [role_task(role) for role in ROLES]
 
 
-def print_services(e) -> None:
+def print_services(env) -> None:
     rows = []
-    for record in e.hosts():
+    for record in env.hosts():
         for role in record.roles:
             if role in record.endpoints:
                 rows.append((record.name, role, f"http://{record.endpoints[role]}/"))
             else:
-                port = e.inventory.service(role).port
+                port = env.inventory.service(role).port
                 rows.append((record.name, role, f"127.0.0.1:{port} on the host (invoke registry.tunnel)"))
-    e.out.table(("host", "service", "url"), rows)
+    env.out.table(("host", "service", "url"), rows)

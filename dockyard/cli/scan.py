@@ -9,9 +9,12 @@ from pathlib import Path
 
 from invoke import Exit
 
+from dockyard import report
 from dockyard import scan as scanning
 from dockyard.cli import open_env, task
 from dockyard.cli.registry import HOST_HELP
+from dockyard.commands.scan import TRIVY_IMAGE
+from dockyard.images import with_tag
 
 
 @task(help={
@@ -22,34 +25,27 @@ from dockyard.cli.registry import HOST_HELP
 })
 def scan(c, image, env=None, host=None, fail_on=None, json=None):
     """Scan an image of the private registry with Trivy: local binary if installed, else on the host."""
-    e = open_env(c, env)
+    env = open_env(c, env)
     gate = scanning.threshold(fail_on) if fail_on else None  # a typo fails before any connection
-    reference = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
-    record = e.hosts_with("registry", host)[0]
-    registry_port = e.inventory.services.registry.port
+    reference = with_tag(image)
+    record = env.hosts_with("registry", host)[0]
+    registry_port = env.inventory.services.registry.port
     trivy = shutil.which("trivy")
     try:
-        with e.connect(record) as conn:
+        with env.connect(record) as conn:
             if trivy:
                 with conn.tunnel(registry_port) as port:
-                    e.out.say(f"scanning {reference} with {trivy}, through a tunnel to {record.name}")
+                    env.out.say(f"scanning {reference} with {trivy}, through a tunnel to {record.name}")
                     raw = scanning.scan_locally(trivy, f"127.0.0.1:{port}/{reference}")
             else:
-                e.out.say(f"scanning {reference} on {record.name} with {scanning.TRIVY_IMAGE} (no local trivy)")
+                env.out.say(f"scanning {reference} on {record.name} with {TRIVY_IMAGE} (no local trivy)")
                 raw = scanning.scan_on_host(conn, f"127.0.0.1:{registry_port}/{reference}")
     except scanning.ScanUnavailable as unavailable:
         raise Exit(f"scan unavailable: {unavailable}", code=scanning.EXIT_UNAVAILABLE) from None
-    report = scanning.parse_report(raw)
+    found = scanning.parse_report(raw)
     if json:
         Path(json).write_text(raw)
-        e.out.say(f"Trivy's report: {json}")
-    show_report(e.out, report)
-    if gate and (over := report.at_or_above(gate)):
+        env.out.say(f"Trivy's report: {json}")
+    report.scan(env.out, found)
+    if gate and (over := found.at_or_above(gate)):
         raise Exit(f"{len(over)} finding(s) at {gate} or above in {reference}", code=scanning.EXIT_FINDINGS)
-
-
-def show_report(out, report: scanning.ScanReport) -> None:
-    out.table(("severity", "findings"), scanning.severity_rows(report))
-    if report.findings:
-        out.say(f"top {min(len(report.findings), scanning.TOP_FINDINGS)} of {len(report.findings)}:")
-        out.table(("severity", "id", "package", "installed", "fixed", "title"), scanning.finding_rows(report))

@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from dockyard import facts
+from dockyard import deploy, facts
 from tests.conftest import REPO, Project
 
 CONTAINERS = ("dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "dockyard-app", "dockyard-webhook")
@@ -138,7 +138,10 @@ def host_run(project: Project, env: str, script: str) -> str:
 
 
 def seen_containers(project: Project, env: str) -> dict[str, facts.Seen]:
-    return facts.parse(host_run(project, env, facts.script("ubuntu", []))).containers
+    e = project.env(env)
+    (host,) = e.hosts()
+    with e.connect(host) as conn:
+        return deploy.read_facts(conn).containers
 
 
 def inspect(project: Project, env: str, *names: str) -> dict[str, dict]:

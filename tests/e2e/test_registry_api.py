@@ -11,8 +11,9 @@ import urllib.request
 
 import pytest
 
-from dockyard import registry_gc
-from dockyard.cli.registry import remove_tag, show_repositories, show_tags
+from dockyard import registry_gc, report
+from dockyard.cli.registry import remove_tag
+from dockyard.commands.registry_gc import gc_script
 from dockyard.errors import Aborted, RegistryError
 from dockyard.registry_api import MANIFEST_ACCEPT, RegistryClient
 from dockyard.report import Reporter
@@ -125,7 +126,7 @@ def test_a_registry_with_deletes_disabled_says_how_to_enable_them(registry, tmp_
 
 def test_ls_and_tags_print_tables(client):
     out = Reporter(io.StringIO())
-    show_repositories(out, client)
+    report.repositories(out, client.tag_counts())
     listing = out.stream.getvalue().splitlines()
     assert listing[0].split() == ["repository", "tags"]
     counts = dict(line.split() for line in listing[1:-1])
@@ -133,7 +134,7 @@ def test_ls_and_tags_print_tables(client):
     assert listing[-1] == f"{BULK + 4} repositories, {BULK + 7} tags"
 
     out = Reporter(io.StringIO())
-    show_tags(out, client, "t-app")
+    report.tags(out, "t-app", client.describe_all("t-app"))
     lines = out.stream.getvalue().splitlines()
     assert lines[0].split() == ["tag", "digest", "size", "created"]
     assert [line.split()[0] for line in lines[1:4]] == ["1.0", "2.0", "latest"]
@@ -188,7 +189,7 @@ def test_gc_with_delete_untagged_collects_an_image_whose_tag_moved_on(tmp_path):
 
 def run_gc(reg, delete_untagged: bool) -> registry_gc.GcResult:
     """The gc script, run here as `invoke registry.gc` runs it on the host."""
-    script = registry_gc.gc_script(reg.container, reg.volume, delete_untagged=delete_untagged, health_timeout=60)
+    script = gc_script(reg.container, reg.volume, delete_untagged=delete_untagged, health_timeout=60)
     ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=180)
     assert ran.returncode == 0, ran.stderr
-    return registry_gc.parse_summary(ran.stdout)
+    return registry_gc.parse_summary(ran.stdout, "this machine")

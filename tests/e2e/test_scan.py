@@ -8,21 +8,21 @@ import subprocess
 import pytest
 
 from dockyard import scan
-from dockyard.ssh import ScriptFailed
+from dockyard.errors import RemoteFailed
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests/fixtures/trivy"
 
 
 class ThisMachine:
-    """Runs a host script here as HostConnection.run does on a host: sh as root, ScriptFailed on failure."""
+    """Runs a host script here as HostConnection.run does on a host: sh as root, RemoteFailed on failure."""
 
     where = "this machine"
 
-    def run(self, script: str) -> str:
+    def run(self, script: str, what: str) -> str:
         ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120)
         if ran.returncode != 0:
-            raise ScriptFailed(ran.stdout, ran.stderr, ran.returncode)
+            raise RemoteFailed(self.where, what, ran.returncode, ran.stdout, ran.stderr)
         return ran.stdout
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import docker
 import pytest
 
-from dockyard import facts
+from dockyard import deploy
 from tests.conftest import SANDBOX_STACK
 
 ENV = "t-stack"
@@ -48,7 +48,7 @@ def started_at(project) -> dict[str, str]:
     env = project.env(ENV)
     (record,) = env.hosts()
     with env.connect(record) as conn:
-        seen = facts.parse(conn.run(facts.script(record.user, [])))
+        seen = deploy.read_facts(conn)
     return {name: c.started_at for name, c in seen.containers.items()}
 
 

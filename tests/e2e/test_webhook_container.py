@@ -20,7 +20,8 @@ import jinja2
 import pytest
 import requests
 
-from dockyard import commands, facts, images, inventory
+from dockyard import facts, images, inventory
+from dockyard.commands import containers
 from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Health
 from tests.conftest import REPO
 
@@ -193,8 +194,8 @@ def _start(s: Stack) -> None:
         labels=(("team", "t-webhook"),),
     )
     s.spec = spec
-    (tmp / "app" / "container.json").write_text(json.dumps(commands.container_document(spec, "app"), indent=2))
-    subprocess.run(commands.run_container(spec, "app", SPEC_DIGEST), shell=True, check=True, capture_output=True)
+    (tmp / "app" / "container.json").write_text(json.dumps(containers.container_document(spec, "app"), indent=2))
+    subprocess.run(containers.run_container(spec, "app", SPEC_DIGEST), shell=True, check=True, capture_output=True)
     wait_for("app healthy", lambda: s.app()["State"]["Health"]["Status"] == "healthy", timeout=30)
     wait_for("listener healthy", lambda: s.client.api.inspect_container(s.listener_name)["State"]
              .get("Health", {}).get("Status") == "healthy", timeout=30)
@@ -292,9 +293,9 @@ def test_a_registry_push_redeploys_the_app(stack):
 def test_the_recreated_app_keeps_its_spec_and_deploy_sees_it_converged(stack):
     first, now = stack.first_inspect, stack.app()
     assert now["Image"] == stack.images["v2"]
-    seen = facts._seen(now)
+    seen = facts.seen(now)
     assert (seen.digest, seen.role, seen.running) == (SPEC_DIGEST, "app", True)
-    assert seen.drift(stack.spec) == []
+    assert seen.drift(containers.container_document(stack.spec, "app")) == []
     assert now["Config"]["Labels"] == first["Config"]["Labels"] == {
         "team": "t-webhook", ROLE_LABEL: "app", SPEC_LABEL: SPEC_DIGEST, IMAGE_LABEL: stack.spec.image,
     }

@@ -1,18 +1,22 @@
-"""Declare and plan, with no SSH: exact steps and exact command lines from data."""
+"""Declare and plan, with no SSH: exact steps from data, against facts recorded on a real host."""
 
+import json
 from dataclasses import replace
 
 import pytest
 
-from dockyard import commands, deploy, facts, inventory
+from dockyard import deploy, facts, inventory
+from dockyard.commands import engine
 from dockyard.images import Built
 from dockyard.inventory import Docker
-from dockyard.plan import make_plan, plan_docker
+from dockyard.plan import RemoteStep, Transfer, make_plan, plan_docker
 from dockyard.runner import batches, failed_step, script
-from dockyard.spec import ContainerSpec, Health, Rendered, Target
+from dockyard.spec import Target
 from dockyard.state import HostRecord
 from roles import MODULES, mirror
 from tests.conftest import REPO
+
+FACTS = REPO / "tests/fixtures/facts"
 
 INV = inventory.parse({"provider": "sandbox", "hosts": {"web1": {}}}, env="t", path=REPO / "inventory" / "t.yml")
 HOST = HostRecord("web1", "127.0.0.1", 2222, "ubuntu", inventory.ROLES)
@@ -29,26 +33,35 @@ def desired(inv=INV, built=BUILT, online=False):
     return [deploy.resolve(MODULES[r].declare(target), target, built, templates, SECRETS) for r in inventory.ROLES]
 
 
-def converged(wants) -> facts.HostFacts:
-    """Facts of a host where every wanted container runs exactly as declared."""
-    return facts.HostFacts(
-        docker_version="20.10.24",
-        docker_on_boot=True,
-        groups=frozenset({"ubuntu", "docker"}),
+def recorded(name: str) -> facts.HostFacts:
+    """Facts read from a real sandbox host (tests/fixtures/facts/README.md says how)."""
+    return facts.parse((FACTS / name).read_text(), "web1")
+
+
+def inspected(name: str) -> facts.Seen:
+    (inspect,) = json.loads((FACTS / "inspect" / f"{name}.json").read_text())
+    return facts.seen(inspect)
+
+
+def converged(wants, host: facts.HostFacts | None = None) -> facts.HostFacts:
+    """The recorded stack (or `host`) with the bookkeeping of `wants`: spec digests, image ids and file hashes,
+    which depend on this test's builds and secrets. What each container runs with stays as recorded."""
+    host = host or recorded("stack.txt")
+    by_name = {w.container.name: w for w in wants}
+    return replace(
+        host,
         containers={
-            w.container.name: facts.Seen(
-                name=w.container.name, role=w.role, digest=w.digest, image_id=w.image.image_id,
-                declared_image=w.image.ref, running=True,
-                started_at="t0", restart=w.container.restart,
-                ports=frozenset(facts.normalize_port(p) for p in w.container.ports),
-                env=frozenset(f"{k}={v}" for k, v in w.container.env) | {"PATH=/usr/bin"},
-                volumes=frozenset(w.container.volumes),
-            )
-            for w in wants
+            name: replace(seen, digest=by_name[name].digest if seen.digest else "",
+                          image_id=by_name[name].image.image_id, declared_image=by_name[name].image.ref)
+            for name, seen in host.containers.items()
         },
         images={w.image.ref: w.image.image_id for w in wants},
         files={f.dest: f.sha256 for w in wants for f in w.files},
     )
+
+
+def with_container(host: facts.HostFacts, seen: facts.Seen) -> facts.HostFacts:
+    return replace(host, containers={**host.containers, seen.name: seen})
 
 
 def steps(plan):
@@ -66,12 +79,18 @@ def test_a_converged_host_has_no_steps_for_any_role():
 
 def test_a_fresh_host_gets_docker_then_every_service_in_order():
     wants = desired()
-    seen = facts.HostFacts()
+    seen = recorded("fresh-host.txt")
     plan = make_plan("web1", wants, seen, plan_docker(seen, Docker(), "ubuntu"))
     registry_ref = "dockyard/registry:abc123"
     pushed = "127.0.0.1:5000/{}:deploy-abc123"
     assert steps(plan) == [
         ("docker", "install", "docker.io"),
+        ("docker", "enable", "dockerd at boot (/etc/rc.local)"),
+        ("docker", "enable", "loopback guard at boot (/etc/rc.local)"),
+        ("docker", "guard", "127.0.0.0/8"),
+        ("docker", "start", "dockerd"),
+        ("docker", "wait", "dockerd"),
+        ("docker", "group", "ubuntu"),
         ("registry", "ship", registry_ref),
         ("registry", "write", "/etc/dockyard/registry/config.yml"),
         ("registry", "run", "dockyard-registry"),
@@ -97,20 +116,61 @@ def test_a_fresh_host_gets_docker_then_every_service_in_order():
     ]
 
 
-def test_docker_present_but_user_not_in_group_reinstalls_idempotently():
-    seen = facts.HostFacts(docker_version="20.10", docker_on_boot=True, groups=frozenset({"ubuntu"}))
-    plan = plan_docker(seen, Docker(), "ubuntu")
-    assert [(s.action, s.reason) for s in plan.steps] == [("install", "ubuntu not in docker group")]
+def test_a_converged_host_reads_as_converged_for_docker_too():
+    assert plan_docker(recorded("stack.txt"), Docker(), "ubuntu").steps == ()
 
 
-def test_a_changed_registry_template_recreates_only_the_registry(tmp_path):
+def test_only_the_missing_pieces_of_docker_are_planned():
+    stack = recorded("stack.txt")
+    cases = {
+        "docker-stopped.txt": [("start", "dockerd", "not running"), ("wait", "dockerd", "answering")],
+        "user outside the group": [("group", "ubuntu", "not in docker group")],
+        "no loopback guard": [("guard", "127.0.0.0/8", "127.0.0.1 ports reachable from the network")],
+        "half-configured packages": [
+            ("install", "docker.io", "packages half-configured"),
+            ("start", "dockerd", "not running"), ("wait", "dockerd", "answering"),
+        ],
+    }
+    hosts = {
+        "docker-stopped.txt": recorded("docker-stopped.txt"),
+        "user outside the group": replace(stack, groups=frozenset({"ubuntu"})),
+        "no loopback guard": replace(stack, loopback_guard=False),
+        "half-configured packages": replace(recorded("docker-stopped.txt"), packages_broken=True),
+    }
+    for case, expected in cases.items():
+        planned = plan_docker(hosts[case], Docker(), "ubuntu").steps
+        assert [(s.action, s.target, s.reason) for s in planned] == expected, case
+
+
+def test_each_piece_of_docker_is_its_command():
+    planned = plan_docker(recorded("fresh-host.txt"), Docker(), "ubuntu").steps
+    assert [s.command for s in planned] == [
+        engine.install_package(Docker()), engine.enable_at_boot(False), engine.guard_at_boot(False),
+        engine.guard_now(), engine.start_now(False), engine.wait_for_daemon(False),
+        engine.add_to_docker_group("ubuntu"),
+    ]
+
+
+def test_a_systemd_host_gets_the_systemd_pieces_and_root_needs_no_group():
+    host = replace(recorded("fresh-host.txt"), systemd=True)
+    planned = plan_docker(host, Docker(install="script"), "root").steps
+    assert [(s.action, s.target) for s in planned] == [
+        ("install", "docker (convenience script)"), ("enable", "dockerd at boot (systemd)"),
+        ("enable", "loopback guard at boot (systemd)"), ("guard", "127.0.0.0/8"), ("start", "dockerd"),
+        ("wait", "dockerd"),
+    ]
+    assert [s.command for s in planned[1:3]] == [engine.enable_at_boot(True), engine.guard_at_boot(True)]
+
+
+def test_a_changed_registry_template_recreates_only_the_registry():
     before = converged(desired())
+    registry = before.containers["dockyard-registry"]
     edited = replace(
-        before, files={**before.files, "/etc/dockyard/registry/config.yml": "an-older-hash"}
+        before,
+        files={**before.files, "/etc/dockyard/registry/config.yml": "an-older-hash"},
+        # the running registry was started from the older file: its digest differs too
+        containers={**before.containers, "dockyard-registry": replace(registry, digest="older")},
     )
-    # the running registry was started from the older file: its digest differs too
-    registry = edited.containers["dockyard-registry"]
-    edited.containers["dockyard-registry"] = replace(registry, digest="older")
     plan = make_plan("web1", desired(), edited)
     assert steps(plan) == [
         ("registry", "write", "/etc/dockyard/registry/config.yml"),
@@ -120,26 +180,26 @@ def test_a_changed_registry_template_recreates_only_the_registry(tmp_path):
     assert plan.roles[0].steps[1].reason == "config"
 
 
-def test_a_restart_policy_changed_by_hand_is_repaired():
-    seen = converged(desired())
-    seen.containers["dockyard-app"] = replace(seen.containers["dockyard-app"], restart="no")
-    plan = make_plan("web1", desired(), seen)
-    assert steps(plan) == [("app", "recreate", "dockyard-app"), ("app", "wait", "dockyard-app")]
-    assert plan.roles[3].steps[0].reason == "drift: restart"
-
-
-def test_a_port_changed_by_hand_is_repaired():
-    seen = converged(desired())
-    seen.containers["dockyard-registry"] = replace(
-        seen.containers["dockyard-registry"], ports=frozenset({"0.0.0.0:5000:5000/tcp"})
-    )
-    plan = make_plan("web1", desired(), seen)
-    assert plan.roles[0].steps[0].reason == "drift: ports"
+@pytest.mark.parametrize("fixture, role, reason", [
+    ("app-restart", "app", "drift: restart"),
+    ("app-ports", "app", "drift: ports"),
+    ("registry-mounts", "registry", "drift: mounts"),
+    ("mirror-network", "mirror", "drift: network"),
+    ("registry-ui-env", "registry_ui", "drift: env"),
+    ("registry-ui-labels", "registry_ui", "spec, drift: labels"),  # without labels the spec digest went too
+    ("webhook-health", "webhook", "drift: health"),
+])
+def test_a_container_changed_by_hand_is_recreated_naming_what_changed(fixture, role, reason):
+    changed = inspected(fixture)
+    host = converged(desired(), with_container(recorded("stack.txt"), changed))
+    plan = make_plan("web1", desired(), host)
+    assert steps(plan) == [(role, "recreate", changed.name), (role, "wait", changed.name)]
+    assert plan.roles[inventory.ROLES.index(role)].steps[0].reason == reason
 
 
 def test_a_stopped_container_is_started_not_recreated():
     seen = converged(desired())
-    seen.containers["dockyard-mirror"] = replace(seen.containers["dockyard-mirror"], running=False)
+    seen = with_container(seen, replace(seen.containers["dockyard-mirror"], running=False))
     assert steps(make_plan("web1", desired(), seen)) == [
         ("mirror", "start", "dockyard-mirror"), ("mirror", "wait", "dockyard-mirror")
     ]
@@ -158,9 +218,10 @@ def test_a_new_app_build_is_pushed_pulled_and_recreated():
 
 
 def test_an_app_the_webhook_moved_to_a_newer_image_is_left_alone():
-    seen = converged(desired())
-    seen.containers["dockyard-app"] = replace(seen.containers["dockyard-app"], image_id="sha256:released-v2")
-    assert steps(make_plan("web1", desired(), seen)) == []
+    released = inspected("app-released")  # recreated by the webhook from deploy's container document
+    host = converged(desired(), with_container(recorded("stack.txt"), released))
+    host = with_container(host, replace(host.containers["dockyard-app"], image_id=released.image_id))
+    assert steps(make_plan("web1", desired(), host)) == []
 
 
 def test_an_image_already_on_the_host_under_another_tag_is_only_tagged():
@@ -218,86 +279,20 @@ def test_changing_a_template_value_changes_only_that_roles_digest():
     assert {r for r in before if before[r] != after[r]} == {"mirror"}
 
 
-def test_run_container_command_line():
-    spec = ContainerSpec(
-        name="dockyard-x", image="img:1", ports=("127.0.0.1:1:2",), volumes=("v:/data",), env=(("A", "b c"),),
-        health=Health(2, "/h"),
-    )
-    assert commands.run_container(spec, "x", "d1g") == (
-        "docker run --detach --name dockyard-x --restart always --network dockyard "
-        "--log-opt max-size=10m --log-opt max-file=3 --publish 127.0.0.1:1:2 --volume v:/data --env 'A=b c' "
-        "--label dockyard.role=x --label dockyard.image=img:1 --label dockyard.spec=d1g "
-        "--health-cmd 'wget -q -O /dev/null http://127.0.0.1:2/h' "
-        "--health-interval 2s --health-timeout 3s --health-retries 3 img:1"
-    )
-
-
-def test_write_file_is_atomic_and_secret_files_are_0600():
-    line = commands.write_file(Rendered("/etc/dockyard/x/c.yml", b"a: 'b'\n", 0o644, secret=True))
-    assert line == (
-        "mkdir -p /etc/dockyard/x && printf %s YTogJ2InCg== | base64 -d > /etc/dockyard/x/c.yml.dockyard-new"
-        " && chmod 600 /etc/dockyard/x/c.yml.dockyard-new && mv /etc/dockyard/x/c.yml.dockyard-new "
-        "/etc/dockyard/x/c.yml"
-    )
-
-
-def test_install_docker_uses_apt_by_default_and_the_script_on_request():
-    assert "apt-get -o DPkg::Lock::Timeout=300 -qq install -y docker.io" in commands.install_docker(Docker(), "ubuntu")
-    scripted = commands.install_docker(Docker(install="script", script_url="https://example.test/d.sh"), "u")
-    assert "curl -fsSL https://example.test/d.sh" in scripted
-    assert "usermod -aG docker u" in scripted
-
-
-SAMPLE_FACTS = """::docker
-20.10.24+dfsg1
-::boot
-enabled
-::groups
-ubuntu sudo docker
-::containers
-[{"Name": "/dockyard-app", "Image": "sha256:aa", "Config": {"Labels": {"dockyard.role": "app",
-  "dockyard.spec": "d1"}, "Env": ["PATH=/bin"]}, "HostConfig": {"RestartPolicy": {"Name": "always"},
-  "PortBindings": {"8000/tcp": [{"HostIp": "", "HostPort": "8000"}]}, "Binds": null},
-  "State": {"Running": true, "StartedAt": "2026-01-01T00:00:00Z"}}]
-::images
-127.0.0.1:5000/flask-hello:deploy-1 sha256:aa
-<none>:<none> sha256:bb
-::files
-0123  /etc/dockyard/app/container.json
-::end
-"""
-
-
-def test_facts_parse_one_round_trip_of_output():
-    seen = facts.parse(SAMPLE_FACTS)
-    assert seen.docker_version == "20.10.24+dfsg1"
-    assert seen.docker_on_boot
-    assert "docker" in seen.groups
-    app = seen.containers["dockyard-app"]
-    assert (app.role, app.digest, app.image_id, app.running, app.restart) == ("app", "d1", "sha256:aa", True, "always")
-    assert app.ports == frozenset({"0.0.0.0:8000:8000/tcp"})
-    assert seen.images == {"127.0.0.1:5000/flask-hello:deploy-1": "sha256:aa"}
-    assert seen.files == {"/etc/dockyard/app/container.json": "0123"}
-
-
-def test_facts_of_a_host_without_docker():
-    seen = facts.parse("::docker\n::boot\n::groups\nubuntu\n::containers\n::images\n::files\n::end\n")
-    assert seen.docker_version is None and seen.containers == {} and seen.images == {}
-
-
-def test_truncated_facts_are_refused():
-    with pytest.raises(ValueError):
-        facts.parse("::docker\n20.10\n::boot\n")
-
-
 def test_a_role_plan_becomes_one_script_between_transfers():
-    plan = make_plan("web1", desired(), facts.HostFacts(docker_version="20", docker_on_boot=True,
-                                                           groups=frozenset({"docker"})))
+    plan = make_plan("web1", desired(), recorded("fresh-host.txt"))
     app = next(r for r in plan.roles if r.role == "app")
-    assert [[s.action for s in b] for b in batches(app.steps)] == [["push"], ["pull", "write", "run", "wait"]]
-    text = script(list(app.steps[1:]))
+    push, remote = batches(app.steps)
+    assert push == Transfer("app", "push", "dockyard/app:abc123", "127.0.0.1:5000/flask-hello:deploy-abc123",
+                            "missing in registry", repository="flask-hello:deploy-abc123")
+    assert [s.action for s in remote] == ["pull", "write", "run", "wait"]
+    assert all(isinstance(s, RemoteStep) for s in remote)
+    text = script(remote)
     assert text.startswith("set -eu\necho '::step 0'\ndocker pull --quiet")
-    assert failed_step(list(app.steps[1:]), "::step 0\n::step 1\n").action == "write"
+    assert failed_step(remote, "::step 0\n::step 1\n").action == "write"
+    registry = next(r for r in plan.roles if r.role == "registry")
+    assert batches(registry.steps)[0] == Transfer(
+        "registry", "ship", "dockyard/registry:abc123", "dockyard/registry:abc123", "missing on host")
 
 
 def test_the_app_is_replaced_holding_the_lock_the_webhook_takes():
@@ -307,12 +302,5 @@ def test_the_app_is_replaced_holding_the_lock_the_webhook_takes():
     assert recreate.command.startswith(
         "mkdir -p /var/lib/dockyard/webhook && flock /var/lib/dockyard/webhook/app.lock sh -c 'docker rm --force"
     )
-    registry = make_plan("web1", desired(), facts.HostFacts()).roles[0].steps
-    assert not any("flock" in s.command for s in registry)
-
-
-def test_a_host_without_the_loopback_guard_gets_the_docker_step_again():
-    seen = replace(converged(desired()), loopback_exposed=True)
-    plan = plan_docker(seen, Docker(), "ubuntu")
-    assert [(s.action, s.reason) for s in plan.steps] == [("install", "127.0.0.1 ports reachable from the network")]
-    assert "iptables -t raw -I PREROUTING ! -i lo -d 127.0.0.0/8 -j DROP" in plan.steps[0].command
+    registry = make_plan("web1", desired(), recorded("fresh-host.txt")).roles[0].steps
+    assert not any("flock" in s.command for s in registry if isinstance(s, RemoteStep))

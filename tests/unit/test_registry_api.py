@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from dockyard import registry_gc
-from dockyard.cli.registry import short_date, split_reference
+from dockyard.cli.registry import split_reference
+from dockyard.commands.registry_gc import gc_script
 from dockyard.errors import DockyardError, RegistryError, StepFailed
 from dockyard.registry_api import RegistryClient, next_page
+from dockyard.report import short_date
 
 BULK = 105  # more repositories than one default page of the catalog
 BIG = 2_000_000  # random bytes, so compression cannot shrink what gc must free
@@ -31,7 +33,7 @@ def test_next_page_follows_only_rel_next_and_stays_on_the_registry(header, expec
 
 
 def test_gc_script_stops_collects_with_the_same_image_and_mounts_then_restarts_and_waits():
-    script = registry_gc.gc_script()
+    script = gc_script()
     lines = script.splitlines()
     assert lines[0] == "set -eu"
     assert "image=$(docker inspect --format '{{.Image}}' dockyard-registry)" in lines
@@ -49,16 +51,16 @@ def test_gc_script_stops_collects_with_the_same_image_and_mounts_then_restarts_a
     assert "docker start dockyard-registry >/dev/null" in lines
     assert any(line.startswith("i=0; until [ \"$(docker inspect") and "dockyard-registry" in line for line in lines)
     assert lines[-1] == 'echo "dockyard-gc before=$before after=$after deleted=$deleted stopped=$stopped"'
-    kept = registry_gc.gc_script(delete_untagged=False)
+    kept = gc_script(delete_untagged=False)
     assert "exec \"$b\" garbage-collect /etc/docker/registry/config.yml; fi" in kept
     assert "--delete-untagged" not in kept
 
 
 def test_gc_summary_parses_and_a_missing_one_is_an_error():
-    result = registry_gc.parse_summary("noise\ndockyard-gc before=5000 after=1200 deleted=3 stopped=2\n")
+    result = registry_gc.parse_summary("noise\ndockyard-gc before=5000 after=1200 deleted=3 stopped=2\n", "web1")
     assert result == registry_gc.GcResult(5000, 1200, 3, 2) and result.bytes_freed == 3800
-    with pytest.raises(StepFailed, match="printed no summary"):
-        registry_gc.parse_summary("Error response from daemon\n")
+    with pytest.raises(StepFailed, match="^web1: registry gc printed no summary"):
+        registry_gc.parse_summary("Error response from daemon\n", "web1")
 
 
 def test_references_and_dates_read_as_the_operator_types_them():

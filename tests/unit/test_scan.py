@@ -8,8 +8,9 @@ import json
 
 import pytest
 
+from dockyard import report as reports
 from dockyard import scan
-from dockyard.cli.scan import show_report
+from dockyard.commands.scan import host_script
 from dockyard.errors import DockyardError
 from dockyard.report import Reporter
 from tests.conftest import REPO
@@ -75,7 +76,7 @@ def test_what_is_not_a_schema_2_report_is_refused():
 
 def test_the_printed_report_has_the_severity_table_and_the_top_findings():
     out = Reporter(io.StringIO())
-    show_report(out, report("alpine-39"))
+    reports.scan(out, report("alpine-39"))
     lines = out.stream.getvalue().splitlines()
     assert [line.split() for line in lines[:6]] == [
         ["severity", "findings"], ["CRITICAL", "2"], ["HIGH", "0"], ["MEDIUM", "4"], ["LOW", "0"], ["UNKNOWN", "0"],
@@ -114,7 +115,7 @@ def test_any_other_trivy_failure_is_an_error_naming_its_cause():
 
 
 def test_the_host_script_pulls_trivy_once_and_scans_on_the_host_network():
-    lines = scan.host_script("127.0.0.1:5000/flask-hello:latest").splitlines()
+    lines = host_script("127.0.0.1:5000/flask-hello:latest").splitlines()
     assert lines == [
         "set -eu",
         "docker image inspect aquasec/trivy:0.57.1 >/dev/null 2>&1 || docker pull --quiet aquasec/trivy:0.57.1 "

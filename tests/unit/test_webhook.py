@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import http.client
+import io
 import json
 import logging
 import socket
@@ -18,7 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockyard import commands, deploy, inventory
+from dockyard import deploy, inventory
+from dockyard.commands import containers
 from dockyard.images import Built
 from dockyard.spec import IMAGE_LABEL, SPEC_LABEL, ContainerSpec, Health, Target
 from dockyard.state import HostRecord
@@ -333,7 +335,7 @@ def test_every_field_of_a_spec_carries_over():
         volumes=("/srv/data:/data:ro", "named:/cache"), env=(("A", "1"), ("B", "x=y")), command=("gunicorn", "-w", "2"),
         restart="on-failure:3", network="net", health=None, labels=(("team", "web"),),
     )
-    args = redeploy.create_args(commands.container_document(spec, "app"), "new", {})
+    args = redeploy.create_args(containers.container_document(spec, "app"), "new", {})
     assert args["ports"] == {
         "8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8000"}],
         "90/udp": [{"HostIp": "", "HostPort": "9090"}],
@@ -521,14 +523,16 @@ def test_a_redeploy_appends_one_history_line(tmp_path):
 
 
 def test_the_history_reads_as_invoke_app_history_reads_it(tmp_path):
-    from dockyard.cli.app import _short
+    from dockyard import report
 
     service = listener.Service(CONFIG, FakeRedeployer(Outcome("success", "", "x", BEFORE, AFTER)), tmp_path / "h")
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
     service.queue.close()
-    entry = json.loads((tmp_path / "h").read_text())
-    assert (entry["trigger"]["source"], entry["trigger"]["tag"], _short(entry["before"]), _short(entry["after"])) == (
-        "registry", "v2", "1", "2")
+    out = report.Reporter(io.StringIO())
+    report.history(out, "web1", [json.loads((tmp_path / "h").read_text())])
+    lines = out.stream.getvalue().splitlines()
+    assert lines[:2] == ["web1: 1 redeploy(s)", "when                  trigger   tag  before  after  result   took  why"]
+    assert lines[2].split()[1:] == ["registry", "v2", "1", "2", "success", lines[2].split()[-1]]
 
 
 @pytest.mark.parametrize("result, state", [("success", "success"), ("rolled-back", "failure"), ("failure", "failure")])
@@ -726,8 +730,8 @@ def test_connections_beyond_the_limit_are_closed(server, monkeypatch):
 def test_a_health_spec_translates_like_deploys_command_line():
     """The same numbers `run_container` gives `docker run`, so deploy and the webhook wait alike."""
     spec = ContainerSpec(name="dockyard-app", health=Health(8000, "/healthz"))
-    doc = commands.container_document(spec, "app")
-    line = commands.run_container(spec, "app", "d")
+    doc = containers.container_document(spec, "app")
+    line = containers.run_container(spec, "app", "d")
     check = redeploy.create_args(doc, "img", {})["healthcheck"]
     assert f"--health-interval {check['interval'] // 10**9}s" in line
     assert f"--health-timeout {check['timeout'] // 10**9}s" in line

@@ -1,0 +1,98 @@
+"""Containers: run one from its spec, replace, start, wait until healthy, read its log."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import PurePosixPath
+
+from dockyard.commands import docker
+from dockyard.spec import IMAGE_LABEL, NETWORK, ROLE_LABEL, SPEC_LABEL, ContainerSpec
+
+DOCKER_STOP_TIMEOUT = 10
+
+
+def container_document(spec: ContainerSpec, role: str) -> dict:
+    """Everything `docker run` gets but the image, as data: deploy runs it, and the webhook recreates the app
+    from it on each pushed image. Deploy's bookkeeping labels are added by `run_container` alone."""
+    return {
+        "name": spec.name,
+        "ports": list(spec.ports),
+        "volumes": list(spec.volumes),
+        "env": dict(spec.env),
+        "command": list(spec.command),
+        "restart": spec.restart,
+        "network": spec.network,
+        "labels": {**dict(spec.labels), ROLE_LABEL: role},
+        "log": {"max-size": "10m", "max-file": "3"},
+        "health": spec.health and {
+            "command": spec.health.command(), "interval_s": 2, "timeout_s": 3, "retries": 3,
+        },
+    }
+
+
+def run_container(spec: ContainerSpec, role: str, digest: str) -> str:
+    doc = container_document(spec, role)
+    args = ["run", "--detach", "--name", doc["name"], "--restart", doc["restart"], "--network", doc["network"]]
+    if spec.stop_timeout != DOCKER_STOP_TIMEOUT:
+        # not in the document: the webhook's SDK cannot set it, and the app keeps Docker's default
+        args += ["--stop-timeout", str(spec.stop_timeout)]
+    for key, value in doc["log"].items():
+        args += ["--log-opt", f"{key}={value}"]
+    for port in doc["ports"]:
+        args += ["--publish", port]
+    for volume in doc["volumes"]:
+        args += ["--volume", volume]
+    for key, value in doc["env"].items():
+        args += ["--env", f"{key}={value}"]
+    for key, value in {**doc["labels"], IMAGE_LABEL: spec.image, SPEC_LABEL: digest}.items():
+        args += ["--label", f"{key}={value}"]
+    if health := doc["health"]:
+        args += [
+            "--health-cmd", health["command"], "--health-interval", f"{health['interval_s']}s",
+            "--health-timeout", f"{health['timeout_s']}s", "--health-retries", str(health["retries"]),
+        ]
+    return docker(*args, spec.image, *doc["command"])
+
+
+def locked(lock: str | None, command: str) -> str:
+    """Run `command` holding the `flock` on `lock`, when there is one."""
+    if lock is None:
+        return command
+    folder = str(PurePosixPath(lock).parent)
+    return f"mkdir -p {shlex.quote(folder)} && flock {shlex.quote(lock)} sh -c {shlex.quote(command)}"
+
+
+def remove_container(name: str) -> str:
+    return docker("rm", "--force", name) + " >/dev/null"
+
+
+def start_container(name: str) -> str:
+    return docker("start", name) + " >/dev/null"
+
+
+def ensure_network(name: str = NETWORK) -> str:
+    return f"{docker('network', 'inspect', name)} >/dev/null 2>&1 || {docker('network', 'create', name)} >/dev/null"
+
+
+def pull(ref: str) -> str:
+    return docker("pull", "--quiet", ref) + " >/dev/null"
+
+
+def tag(image_id: str, ref: str) -> str:
+    return docker("tag", image_id, ref)
+
+
+def wait_healthy(name: str, timeout: int = 90) -> str:
+    """Poll Docker's own health status; on timeout print the container's last log lines."""
+    fmt = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
+    q = shlex.quote
+    return (
+        f"i=0; until [ \"$({docker('inspect', '--format', fmt, name)} 2>/dev/null)\" = healthy ]; do "
+        f"i=$((i+1)); if [ $i -gt {timeout * 4} ]; then echo {q(f'{name} not healthy after {timeout}s; its log:')} >&2;"
+        f" {docker('logs', '--tail', '20', name)} >&2; exit 1; fi; sleep 0.25; done"
+    )
+
+
+def logs(name: str, tail: int) -> str:
+    """The container's last `tail` log lines, both streams on stdout."""
+    return docker("logs", "--tail", str(tail), name) + " 2>&1"

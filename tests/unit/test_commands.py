@@ -1,0 +1,126 @@
+"""Every remote command as its exact text, from data: no SSH, no shell."""
+
+from dockyard.commands import containers, engine, facts, files, history
+from dockyard.inventory import Docker
+from dockyard.spec import ContainerSpec, Health, Rendered
+
+
+def test_run_container_command_line():
+    spec = ContainerSpec(
+        name="dockyard-x", image="img:1", ports=("127.0.0.1:1:2",), volumes=("v:/data",), env=(("A", "b c"),),
+        health=Health(2, "/h"),
+    )
+    assert containers.run_container(spec, "x", "d1g") == (
+        "docker run --detach --name dockyard-x --restart always --network dockyard "
+        "--log-opt max-size=10m --log-opt max-file=3 --publish 127.0.0.1:1:2 --volume v:/data --env 'A=b c' "
+        "--label dockyard.role=x --label dockyard.image=img:1 --label dockyard.spec=d1g "
+        "--health-cmd 'wget -q -O /dev/null http://127.0.0.1:2/h' "
+        "--health-interval 2s --health-timeout 3s --health-retries 3 img:1"
+    )
+
+
+def test_write_file_is_atomic_and_secret_files_are_0600():
+    line = files.write_file(Rendered("/etc/dockyard/x/c.yml", b"a: 'b'\n", 0o644, secret=True))
+    assert line == (
+        "mkdir -p /etc/dockyard/x && printf %s YTogJ2InCg== | base64 -d > /etc/dockyard/x/c.yml.dockyard-new"
+        " && chmod 600 /etc/dockyard/x/c.yml.dockyard-new && mv /etc/dockyard/x/c.yml.dockyard-new "
+        "/etc/dockyard/x/c.yml"
+    )
+
+
+def test_the_webhook_log_and_its_audit_log_are_read_with_plain_commands():
+    assert containers.logs("dockyard-webhook", 50) == "docker logs --tail 50 dockyard-webhook 2>&1"
+    assert history.count() == "cat /var/lib/dockyard/webhook/history.jsonl 2>/dev/null | wc -l"
+    assert history.read(last=20) == "tail -n 20 /var/lib/dockyard/webhook/history.jsonl 2>/dev/null || true"
+    tail = "tail -n +4 /var/lib/dockyard/webhook/history.jsonl 2>/dev/null"
+    assert history.read(since=3, until_tag="v2", timeout=1) == (
+        f"i=0; until {tail} | grep -qF '\"tag\": \"v2\"' || [ $i -ge 5 ]; do i=$((i+1)); sleep 0.2; done; "
+        f"{tail} || true"
+    )
+
+
+def test_docker_installs_from_apt_or_the_convenience_script_after_finishing_an_interrupted_run():
+    assert engine.install_package(Docker()) == (
+        "export DEBIAN_FRONTEND=noninteractive\n"
+        "dpkg --configure -a >/dev/null 2>&1 || true\n"
+        "apt-get -o DPkg::Lock::Timeout=300 -qq update && apt-get -o DPkg::Lock::Timeout=300 -qq install -y "
+        "docker.io >/dev/null"
+    )
+    assert engine.install_package(Docker(install="script", script_url="https://example.test/d.sh")) == (
+        "export DEBIAN_FRONTEND=noninteractive\n"
+        "dpkg --configure -a >/dev/null 2>&1 || true\n"
+        "command -v curl >/dev/null || (apt-get -o DPkg::Lock::Timeout=300 -qq update && "
+        "apt-get -o DPkg::Lock::Timeout=300 -qq install -y curl >/dev/null)\n"
+        "curl -fsSL https://example.test/d.sh -o /tmp/get-docker.sh && sh /tmp/get-docker.sh >/dev/null"
+    )
+
+
+GUARD = ("iptables -t raw -C PREROUTING ! -i lo -d 127.0.0.0/8 -j DROP 2>/dev/null || "
+         "iptables -t raw -I PREROUTING ! -i lo -d 127.0.0.0/8 -j DROP")
+
+
+def test_without_systemd_rc_local_starts_dockerd_and_the_guard_at_boot():
+    assert engine.enable_at_boot(systemd=False) == (
+        "if ! grep -qs 'dockyard: dockerd' /etc/rc.local; then\n"
+        "  [ -f /etc/rc.local ] || printf '#!/bin/sh\\n' > /etc/rc.local\n"
+        "  sed -i '/^exit 0$/d' /etc/rc.local\n"
+        "  echo '(setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &)  # dockyard: dockerd' >> /etc/rc.local\n"
+        "  chmod +x /etc/rc.local\n"
+        "fi"
+    )
+    assert engine.guard_at_boot(systemd=False) == (
+        "if ! grep -qs 'dockyard: loopback guard' /etc/rc.local; then\n"
+        "  [ -f /etc/rc.local ] || printf '#!/bin/sh\\n' > /etc/rc.local\n"
+        "  sed -i '/^exit 0$/d' /etc/rc.local\n"
+        f"  echo '{GUARD}  # dockyard: loopback guard' >> /etc/rc.local\n"
+        "  chmod +x /etc/rc.local\n"
+        "fi"
+    )
+    assert engine.start_now(systemd=False) == (
+        "docker info >/dev/null 2>&1 || (setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &)"
+    )
+
+
+def test_with_systemd_units_start_dockerd_and_the_guard_at_boot():
+    assert engine.enable_at_boot(systemd=True) == "systemctl enable docker >/dev/null 2>&1"
+    assert engine.guard_at_boot(systemd=True) == (
+        "cat > /etc/systemd/system/dockyard-loopback-guard.service <<'UNIT'\n"
+        "[Unit]\n"
+        "Description=dockyard: drop packets from the network addressed to 127.0.0.0/8\n"
+        "Before=docker.service\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f'ExecStart=/bin/sh -c "{GUARD}"\n'
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+        "UNIT\n"
+        "systemctl daemon-reload && systemctl enable dockyard-loopback-guard >/dev/null 2>&1"
+    )
+    assert engine.start_now(systemd=True) == "systemctl start docker"
+
+
+def test_the_guard_the_daemon_wait_and_the_docker_group():
+    assert engine.guard_now() == GUARD
+    assert engine.wait_for_daemon(systemd=False) == (
+        "i=0; until docker info >/dev/null 2>&1; do\n"
+        "  i=$((i+1)); [ $i -lt 60 ] || { echo 'dockerd did not start; see /var/log/dockerd.log' >&2; exit 1; }; "
+        "sleep 1\n"
+        "done"
+    )
+    assert "see `journalctl -u docker`" in engine.wait_for_daemon(systemd=True)
+    assert engine.add_to_docker_group("ubuntu") == (
+        "getent group docker >/dev/null || groupadd docker\n"
+        "usermod -aG docker ubuntu\n"
+        "su -s /bin/sh ubuntu -c 'docker info >/dev/null'"
+    )
+
+
+def test_the_facts_read_is_one_script_with_every_section_the_parser_reads():
+    text = facts.script("ubuntu", ["/etc/b", "/etc/a b"], ["dockyard-app"])
+    marks = [line.split(";")[0].removeprefix("echo ::") for line in text.splitlines()]
+    assert marks == [*facts.SECTIONS, "end"]
+    assert "sha256sum '/etc/a b' /etc/b 2>/dev/null || true" in text
+    # dockyard's containers by label, and the declared ones by name even if a hand run dropped the labels
+    assert ("ids=$( (docker ps -aq --filter label=dockyard.role; docker ps -aq --filter 'name=^/dockyard-app$') "
+            "2>/dev/null | sort -u)") in text
+    assert "docker ps -aq --filter name" not in facts.script("ubuntu", [], [])
