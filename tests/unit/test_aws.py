@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dockyard.errors import Aborted, ProviderError
 from dockyard.providers.aws import provider
+from dockyard.providers.aws.ec2 import permission
 from dockyard.providers.aws.errors import refusal
-from dockyard.providers.aws.model import Group, Image, Rule, RuleChanges
+from dockyard.providers.aws.model import Group, Image, Network, PrefixList, Rule, RuleChanges
 from dockyard.providers.aws.provider import Aws
 from tests import fake_aws
 from tests.conftest import output
@@ -468,3 +469,14 @@ def test_a_rule_from_the_group_itself_and_not_tcp_goes_through_ec2_and_back(clou
     Aws(env).ensure_hosts()
     assert f"closed udp 4789 to {group}" in output(env)
     assert overlay not in ec2.inbound_rules(group).values()
+
+
+def test_each_kind_of_source_becomes_its_own_part_of_an_ec2_permission():
+    sources = [Network.of("10.0.0.0/8"), Network.of("::/0"), Group("sg-0abc"), PrefixList("pl-0123")]
+    assert [permission(Rule("udp", 4789, 4789, source)) for source in sources] == [
+        {"IpProtocol": "udp", "FromPort": 4789, "ToPort": 4789, **source}
+        for source in (
+            {"IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, {"Ipv6Ranges": [{"CidrIpv6": "::/0"}]},
+            {"UserIdGroupPairs": [{"GroupId": "sg-0abc"}]}, {"PrefixListIds": [{"PrefixListId": "pl-0123"}]},
+        )
+    ]
