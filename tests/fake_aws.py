@@ -25,7 +25,7 @@ from moto.ec2.models.amis import Ami
 from moto.server import ThreadedMotoServer
 from moto.ssm.models import Parameter, ssm_backends
 
-from dockyard.providers.aws import CANONICAL, UBUNTU_PARAMETER
+from dockyard.providers.aws.ec2 import CANONICAL, UBUNTU_PARAMETER
 
 REGION = "us-east-1"
 SSH_CIDR = "203.0.113.7/32"

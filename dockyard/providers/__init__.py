@@ -29,7 +29,7 @@ def provider_for(env: Env) -> Provider:
 
             return Sandbox(env)
         case "aws":
-            from dockyard.providers.aws import Aws
+            from dockyard.providers.aws.provider import Aws
 
             return Aws(env)
         case "static":

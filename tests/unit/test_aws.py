@@ -1,10 +1,9 @@
 """provider: aws against moto in server mode: what provisioning creates, reruns, rule changes, teardown, failures.
 
 moto instances cannot be reached over SSH, so these tests stop below `provision` at `ensure_hosts` (everything
-on the AWS side, recorded in state); tests/test_aws_e2e.py runs the whole of `provision`, SSH included.
+on the AWS side, recorded in state); tests/e2e/test_aws.py runs the whole of `provision`, SSH included. The pure
+model (plans, rules and their diff) is tested without moto in test_aws_model.py.
 """
-
-from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -13,8 +12,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dockyard.errors import Aborted, ProviderError
-from dockyard.inventory import Host
-from dockyard.providers import aws
+from dockyard.providers.aws import provider
+from dockyard.providers.aws.ec2 import permission
+from dockyard.providers.aws.errors import refusal
+from dockyard.providers.aws.model import Group, Image, Network, PrefixList, Rule, RuleChanges
+from dockyard.providers.aws.provider import Aws
 from tests import fake_aws
 from tests.conftest import output
 
@@ -64,7 +66,7 @@ def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_hos
         {**WEB1, "web2": {"roles": ["app"]}},
         services={"registry": {"open_to": ["10.0.0.0/8"]}, "app": {"open_to": ["0.0.0.0/0", "::/0"]}},
     )
-    records = aws.ensure_hosts(env)
+    records = Aws(env).ensure_hosts()
 
     found = fake_aws.tagged(cloud, ENV)
     (key_pair,) = found["key_pairs"]
@@ -99,7 +101,7 @@ def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_hos
         "instance_id": web1["InstanceId"], "region": "us-east-1", "public_dns": web1["PublicDnsName"],
         "public_ip": ip, "security_group": group["GroupId"], "key_pair": "dockyard-t-aws",
     }
-    assert env.state.hosts() == records == aws.hosts(env)
+    assert env.state.hosts() == records == Aws(env).hosts()
     lines = output(env)
     assert "-          aws          changed   imported the public key of " in lines
     assert "web1       aws          changed" in lines and f"launched {web1['InstanceId']} (t3.small, " in lines
@@ -107,9 +109,9 @@ def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_hos
 
 def test_a_second_run_changes_nothing(cloud, declare):
     env = declare()
-    first = aws.ensure_hosts(env)
+    first = Aws(env).ensure_hosts()
     again = declare()
-    assert aws.ensure_hosts(again) == first
+    assert Aws(again).ensure_hosts() == first
     assert again.out.counts["changed"] == 0
     lines = output(again).splitlines()
     assert lines[0].startswith("-          aws          ok        key pair dockyard-t-aws matches ")
@@ -120,7 +122,7 @@ def test_a_second_run_changes_nothing(cloud, declare):
 
 
 def test_the_security_group_follows_the_inventory(cloud, declare):
-    (record,) = aws.ensure_hosts(declare())
+    (record,) = Aws(declare()).ensure_hosts()
     group = record.provider["security_group"]
     cloud.authorize_security_group_ingress(  # added by hand: not declared, so revoked
         GroupId=group, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 3306, "ToPort": 3306,
@@ -131,7 +133,7 @@ def test_the_security_group_follows_the_inventory(cloud, declare):
         aws={"ssh_cidr": "198.51.100.0/24"},
         services={"registry": {"open_to": ["10.1.0.0/16"]}, "app": {"open_to": ["192.0.2.0/24"]}},
     )
-    (record,) = aws.ensure_hosts(env)
+    (record,) = Aws(env).ensure_hosts()
     assert rules(cloud, group) == {(22, "198.51.100.0/24"), (5000, "10.1.0.0/16"), (8000, "192.0.2.0/24")}
     assert (
         f"security group dockyard-t-aws ({group}): opened 22 to 198.51.100.0/24, 5000 to 10.1.0.0/16, "
@@ -143,31 +145,31 @@ def test_the_security_group_follows_the_inventory(cloud, declare):
 
 def test_ssh_open_to_everyone_only_when_said_and_then_with_a_warning(cloud, declare):
     env = declare(aws={"ssh_cidr": "0.0.0.0/0"})
-    (record,) = aws.ensure_hosts(env)
+    (record,) = Aws(env).ensure_hosts()
     assert (22, "0.0.0.0/0") in rules(cloud, record.provider["security_group"])
     assert "warning: aws.ssh_cidr 0.0.0.0/0 lets the whole internet try SSH on the hosts; narrow it" in output(env)
     narrowed = declare()
-    aws.ensure_hosts(narrowed)
+    Aws(narrowed).ensure_hosts()
     assert "warning" not in output(narrowed)
     assert rules(cloud, record.provider["security_group"]) == {(22, fake_aws.SSH_CIDR), (8000, "0.0.0.0/0"),
                                                               (9000, "0.0.0.0/0")}
 
 
 def test_a_stopped_instance_is_started(cloud, declare):
-    (record,) = aws.ensure_hosts(declare())
+    (record,) = Aws(declare()).ensure_hosts()
     instance_id = record.provider["instance_id"]
     cloud.stop_instances(InstanceIds=[instance_id])
     env = declare()
-    aws.ensure_hosts(env)
+    Aws(env).ensure_hosts()
     assert f"started {instance_id} (was stopped) at " in output(env)
     (instance,) = fake_aws.tagged(cloud, ENV)["instances"]
     assert instance["State"]["Name"] == "running"
 
 
 def test_more_hosts_add_instances_fewer_ask_before_terminating(cloud, declare):
-    (web1,) = aws.ensure_hosts(declare())
+    (web1,) = Aws(declare()).ensure_hosts()
     env = declare({**WEB1, "web2": {"roles": ["app"]}})
-    records = aws.ensure_hosts(env)
+    records = Aws(env).ensure_hosts()
     assert records[0] == web1
     assert [line.split()[:3] for line in output(env).splitlines()[2:]] == [
         ["web1", "aws", "ok"], ["web2", "aws", "changed"],
@@ -177,16 +179,16 @@ def test_more_hosts_add_instances_fewer_ask_before_terminating(cloud, declare):
     env = declare()
     asked = rf"^terminate {web2} \(web2, no longer declared\)\? needs confirmation; pass --yes"
     with pytest.raises(Aborted, match=asked):
-        aws.ensure_hosts(env)
+        Aws(env).ensure_hosts()
     assert len(fake_aws.tagged(cloud, ENV)["instances"]) == 2
 
-    assert aws.ensure_hosts(env, yes=True) == [web1]
+    assert Aws(env).ensure_hosts(yes=True) == [web1]
     assert f"web2       aws          changed   terminated {web2} (web2, no longer declared)" in output(env)
     assert [i["InstanceId"] for i in fake_aws.tagged(cloud, ENV)["instances"]] == [web1.provider["instance_id"]]
 
 
 def test_a_second_instance_of_a_host_is_terminated(cloud, declare):
-    (web1,) = aws.ensure_hosts(declare())
+    (web1,) = Aws(declare()).ensure_hosts()
     duplicate = cloud.run_instances(
         ImageId="ami-20250115a0000000", MinCount=1, MaxCount=1, InstanceType="t3.small",
         TagSpecifications=[{"ResourceType": "instance", "Tags": [
@@ -196,16 +198,16 @@ def test_a_second_instance_of_a_host_is_terminated(cloud, declare):
     )["Instances"][0]["InstanceId"]
     cloud.stop_instances(InstanceIds=[duplicate])  # the running one is kept
     env = declare()
-    assert aws.ensure_hosts(env, yes=True) == [web1]
+    assert Aws(env).ensure_hosts(yes=True) == [web1]
     assert f"terminated {duplicate} (a second instance of web1)" in output(env)
 
 
 # -- removing -------------------------------------------------------------------------------------------------
 def test_teardown_leaves_nothing_tagged(cloud, declare):
     env = declare({**WEB1, "web2": {"roles": ["app"]}})
-    web1, web2 = aws.ensure_hosts(env)
+    web1, web2 = Aws(env).ensure_hosts()
     env = declare({**WEB1, "web2": {"roles": ["app"]}})
-    aws.teardown(env, yes=True)
+    Aws(env).teardown(yes=True)
     assert fake_aws.tagged(cloud, ENV) == {"instances": [], "security_groups": [], "key_pairs": []}
     assert output(env).splitlines() == [
         f"web1       aws          changed   terminated {web1.provider['instance_id']} in us-east-1",
@@ -217,22 +219,22 @@ def test_teardown_leaves_nothing_tagged(cloud, declare):
 
 def test_teardown_works_when_half_is_already_gone(cloud, declare):
     env = declare({**WEB1, "web2": {"roles": ["app"]}})
-    _, web2 = aws.ensure_hosts(env)
+    _, web2 = Aws(env).ensure_hosts()
     cloud.terminate_instances(InstanceIds=[web2.provider["instance_id"]])
     cloud.delete_key_pair(KeyName="dockyard-t-aws")
     env.state.clear()  # tags, not local state, say what is the environment's
 
-    aws.teardown(env, yes=True)
+    Aws(env).teardown(yes=True)
     assert fake_aws.tagged(cloud, ENV) == {"instances": [], "security_groups": [], "key_pairs": []}
     env = declare()
-    aws.teardown(env, yes=True)
+    Aws(env).teardown(yes=True)
     assert output(env) == f"-          aws          ok        nothing tagged dockyard:env={ENV} in us-east-1\n"
 
 
 def test_teardown_also_clears_the_region_the_hosts_were_recorded_in(cloud, declare):
-    (record,) = aws.ensure_hosts(declare())
+    (record,) = Aws(declare()).ensure_hosts()
     env = declare(aws={"region": "eu-west-1"})  # changed after provisioning
-    aws.teardown(env, yes=True)
+    Aws(env).teardown(yes=True)
     assert fake_aws.tagged(cloud, ENV) == {"instances": [], "security_groups": [], "key_pairs": []}
     lines = output(env)
     assert f"-          aws          ok        nothing tagged dockyard:env={ENV} in eu-west-1" in lines
@@ -249,11 +251,11 @@ def test_a_key_pair_named_in_the_inventory_is_used_and_kept(cloud, declare, proj
     cloud.import_key_pair(KeyName="mine", PublicKeyMaterial=public)
 
     env = declare(aws={"key_name": "mine"}, ssh={"key": "keys/mine"})
-    aws.ensure_hosts(env)
+    Aws(env).ensure_hosts()
     (instance,) = fake_aws.tagged(cloud, ENV)["instances"]
     assert instance["KeyName"] == "mine"
     assert fake_aws.tagged(cloud, ENV)["key_pairs"] == []
-    aws.teardown(env, yes=True)
+    Aws(env).teardown(yes=True)
     assert [k["KeyName"] for k in cloud.describe_key_pairs()["KeyPairs"]] == ["mine"]
 
 
@@ -264,13 +266,13 @@ def test_a_key_pair_that_does_not_match_the_key_is_refused(cloud, declare):
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
     with pytest.raises(ProviderError, match=r"^key pair dockyard-t-aws in us-east-1 does not match .*id_ed25519; "
                                             r"the environment's key changed"):
-        aws.ensure_hosts(env)
+        Aws(env).ensure_hosts()
 
 
 def test_hosts_go_into_the_subnet_named_in_the_inventory(cloud, declare):
     vpc = cloud.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnet = cloud.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
-    (record,) = aws.ensure_hosts(declare(aws={"vpc_id": vpc, "subnet_id": subnet}))
+    (record,) = Aws(declare(aws={"vpc_id": vpc, "subnet_id": subnet})).ensure_hosts()
     (instance,) = fake_aws.tagged(cloud, ENV)["instances"]
     assert (instance["SubnetId"], instance["VpcId"]) == (subnet, vpc)
     assert instance["PublicIpAddress"] == record.address  # asked for, whatever the subnet's default
@@ -280,14 +282,14 @@ def test_hosts_go_into_the_subnet_named_in_the_inventory(cloud, declare):
     default_vpc = cloud.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
     env = declare(aws={"vpc_id": default_vpc, "subnet_id": subnet})
     with pytest.raises(ProviderError, match=rf"^subnet {subnet} is in {vpc}, not in aws.vpc_id {default_vpc}; fix"):
-        aws.ensure_hosts(env)
+        Aws(env).ensure_hosts()
 
 
 # -- failing --------------------------------------------------------------------------------------------------
 def test_a_refused_launch_removes_what_the_run_created(cloud, declare):
     env = declare(aws={"instance_type": "t3.bogus"})
     with pytest.raises(ProviderError) as refused:
-        aws.ensure_hosts(env)
+        Aws(env).ensure_hosts()
     assert str(refused.value) == (
         "instance type 't3.bogus' cannot be launched in us-east-1 (InvalidInstanceType.NotFound: The instance type "
         "'t3.bogus' does not exist); fix aws.instance_type (or aws.subnet_id, for another zone) in "
@@ -299,10 +301,10 @@ def test_a_refused_launch_removes_what_the_run_created(cloud, declare):
 
 
 def test_a_refused_launch_keeps_what_earlier_runs_made(cloud, declare):
-    (web1,) = aws.ensure_hosts(declare())
+    (web1,) = Aws(declare()).ensure_hosts()
     env = declare({**WEB1, "web2": {"roles": ["app"]}}, aws={"instance_type": "t3.bogus"})
     with pytest.raises(ProviderError, match="instance type 't3.bogus' cannot be launched"):
-        aws.ensure_hosts(env)
+        Aws(env).ensure_hosts()
     found = fake_aws.tagged(cloud, ENV)
     assert [i["InstanceId"] for i in found["instances"]] == [web1.provider["instance_id"]]
     assert len(found["security_groups"]) == len(found["key_pairs"]) == 1
@@ -311,7 +313,7 @@ def test_a_refused_launch_keeps_what_earlier_runs_made(cloud, declare):
 def test_an_unknown_image_stops_the_run_before_anything_is_made(cloud, declare):
     env = declare(aws={"ami": "ami-0000000000000dead"})
     with pytest.raises(ProviderError) as refused:
-        aws.ensure_hosts(env)
+        Aws(env).ensure_hosts()
     assert str(refused.value) == (
         "image not found in us-east-1 (InvalidAMIID.NotFound: The image id '[ami-0000000000000dead]' does not exist); "
         f"fix aws.ami in {env.inventory.path} to an image of us-east-1"
@@ -323,7 +325,7 @@ def test_no_credentials(cloud, declare, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(ProviderError, match=r"^no AWS credentials found; run `aws configure` or `aws sso login`"):
-        aws.ensure_hosts(declare())
+        Aws(declare()).ensure_hosts()
 
 
 def test_credentials_aws_does_not_accept(cloud, declare, endpoint):
@@ -331,7 +333,7 @@ def test_credentials_aws_does_not_accept(cloud, declare, endpoint):
     try:
         with pytest.raises(ProviderError, match=r"^AWS refused the credentials \(AuthFailure: AWS was not able to "
                                                 r"validate the provided access credentials\); refresh them"):
-            aws.ensure_hosts(declare())
+            Aws(declare()).ensure_hosts()
     finally:
         requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
 
@@ -339,7 +341,7 @@ def test_credentials_aws_does_not_accept(cloud, declare, endpoint):
 def test_a_misspelt_region_is_named_with_the_likely_one(cloud, declare):
     env = declare(aws={"region": "eu-wset-1"})
     with pytest.raises(ProviderError) as refused:
-        aws.ensure_hosts(env)
+        Aws(env).ensure_hosts()
     assert str(refused.value) == (
         f"AWS region 'eu-wset-1' does not exist (did you mean eu-west-1?); fix aws.region in {env.inventory.path}"
     )
@@ -347,13 +349,13 @@ def test_a_misspelt_region_is_named_with_the_likely_one(cloud, declare):
 
 def test_no_region_anywhere(cloud, declare):
     with pytest.raises(ProviderError, match=r"^no AWS region chosen; set aws.region in .*t-aws.yml, AWS_REGION"):
-        aws.ensure_hosts(declare(aws={"region": None}))
+        Aws(declare(aws={"region": None})).ensure_hosts()
 
 
 def test_an_unknown_profile(cloud, declare):
     env = declare(aws={"profile": "nope"})
     with pytest.raises(ProviderError) as refused:
-        aws.ensure_hosts(env)
+        Aws(env).ensure_hosts()
     assert str(refused.value) == (
         f"AWS profile 'nope' is not in your AWS config files; fix aws.profile in {env.inventory.path}, or create it "
         f"with `aws configure --profile nope`"
@@ -364,7 +366,7 @@ def test_region_and_endpoint_come_from_the_standard_aws_configuration(cloud, dec
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     fake_aws.publish_ubuntu("20250115", region="eu-west-1")
-    (record,) = aws.ensure_hosts(declare(aws={"region": None, "endpoint_url": None}))
+    (record,) = Aws(declare(aws={"region": None, "endpoint_url": None})).ensure_hosts()
     assert record.provider["region"] == "eu-west-1"
     assert len(fake_aws.tagged(fake_aws.ec2(endpoint, "eu-west-1"), ENV)["instances"]) == 1
 
@@ -392,13 +394,13 @@ def test_region_and_endpoint_come_from_the_standard_aws_configuration(cloud, dec
 ])
 def test_what_aws_says_becomes_one_line_with_its_fix(declare, endpoint, code, message, expected):
     error = ClientError({"Error": {"Code": code, "Message": message}}, "RunInstances")
-    line = str(aws.refusal(error, declare(), "us-east-1"))
+    line = str(refusal(error, declare().inventory, "us-east-1"))
     assert line.startswith(expected) and "\n" not in line
 
 
 def test_an_unreachable_endpoint_is_named(declare):
     error = EndpointConnectionError(endpoint_url="http://127.0.0.1:1/")
-    line = str(aws.refusal(error, declare(), "us-east-1"))
+    line = str(refusal(error, declare().inventory, "us-east-1"))
     assert line.startswith("cannot reach AWS at http://127.0.0.1:1/; check aws.endpoint_url in ")
 
 
@@ -408,14 +410,14 @@ def test_the_current_ubuntu_is_named_by_canonical_in_ssm(cloud, declare, arch):
     fake_aws.publish_ubuntu("20250301", arch=arch, current=False)  # newer, but not the one SSM names
     current = fake_aws.publish_ubuntu("20250201", arch=arch)
     env = declare(aws={"arch": arch, "instance_type": "t4g.small" if arch == "arm64" else "t3.small"})
-    assert aws.find_image(env, aws.connect(env)).id == current
+    assert Aws(env).find_image().id == current
 
 
 def test_without_the_ssm_parameter_the_newest_canonical_image_is_used(cloud, declare, endpoint):
     newest = fake_aws.publish_ubuntu("20250301", arch="arm64", current=False)
     fake_aws.publish_ubuntu("20250201", arch="arm64", current=False)
     env = declare(aws={"arch": "arm64"})
-    assert aws.find_image(env, aws.connect(env)) == aws.Image(
+    assert Aws(env).find_image() == Image(
         newest, "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-20250301", "/dev/sda1"
     )
 
@@ -423,58 +425,58 @@ def test_without_the_ssm_parameter_the_newest_canonical_image_is_used(cloud, dec
 def test_no_ubuntu_image_at_all_asks_for_aws_ami(cloud, declare):
     env = declare(aws={"arch": "arm64"})
     with pytest.raises(ProviderError, match=r"^no Ubuntu 24.04 arm64 image found in us-east-1; set aws.ami in "):
-        aws.find_image(env, aws.connect(env))
+        Aws(env).find_image()
 
 
 def test_an_explicit_ami_wins(cloud, declare):
     chosen = fake_aws.publish_ubuntu("20240601", current=False)
     env = declare(aws={"ami": chosen})
-    aws.ensure_hosts(env)
+    Aws(env).ensure_hosts()
     (instance,) = fake_aws.tagged(cloud, ENV)["instances"]
     assert instance["ImageId"] == chosen
 
 
-# -- reading state and pure planning --------------------------------------------------------------------------
+# -- reading state and waiting --------------------------------------------------------------------------------
 def test_hosts_come_from_state_and_say_when_provision_is_due(cloud, declare):
     with pytest.raises(ProviderError, match=r"^aws host web1 is not provisioned; run `invoke provision`$"):
-        aws.hosts(declare())
-    aws.ensure_hosts(declare())
+        Aws(declare()).hosts()
+    Aws(declare()).ensure_hosts()
     with pytest.raises(ProviderError, match=r"^aws host web1: its roles or open ports changed since it was "):
-        aws.hosts(declare({"web1": {"roles": ["registry"]}}))
+        Aws(declare({"web1": {"roles": ["registry"]}})).hosts()
 
 
 def test_waiting_shows_what_it_waits_for_when_that_changes(declare, monkeypatch):
-    monkeypatch.setattr(aws, "POLL_SECONDS", 0)
+    monkeypatch.setattr(provider, "POLL_SECONDS", 0)
     answers = iter(["web1 pending", "web1 pending", "web1 running, status checks initializing/ok", None])
     env = declare()
-    assert aws._poll(env, 60, lambda: next(answers)) is None
+    assert Aws(env)._poll(60, lambda: next(answers)) is None
     assert output(env) == (
         "           waiting for web1 pending (0s)\n"
         "           waiting for web1 running, status checks initializing/ok (0s)\n"
     )
-    assert aws._poll(env, 0, lambda: "web1 pending") == "web1 pending"
+    assert Aws(env)._poll(0, lambda: "web1 pending") == "web1 pending"
 
 
-def instance(instance_id: str, host: str, state: str, day: int) -> aws.Instance:
-    return aws.Instance(instance_id, host, state, datetime(2025, 1, day, tzinfo=UTC))
+
+def test_a_rule_from_the_group_itself_and_not_tcp_goes_through_ec2_and_back(cloud, declare):
+    (record,) = Aws(declare()).ensure_hosts()
+    group = record.provider["security_group"]
+    overlay = Rule("udp", 4789, 4789, Group(group))
+    ec2 = Aws(declare()).cloud
+    ec2.change_rules(group, RuleChanges(add=(overlay,)))
+    assert overlay in ec2.inbound_rules(group).values()
+    env = declare()  # not declared: the next run revokes it
+    Aws(env).ensure_hosts()
+    assert f"closed udp 4789 to {group}" in output(env)
+    assert overlay not in ec2.inbound_rules(group).values()
 
 
-def test_the_plan_keeps_one_instance_per_host_and_prefers_a_running_one():
-    web1, web2, web3 = Host("web1"), Host("web2"), Host("web3")
-    old_stopped = instance("i-1", "web1", "stopped", 1)
-    running = instance("i-2", "web1", "running", 2)
-    stopped = instance("i-3", "web2", "stopped", 3)
-    gone = instance("i-4", "old", "running", 4)
-    assert aws.plan_instances((web1, web2, web3), [old_stopped, running, stopped, gone]) == aws.InstancePlan(
-        keep=((web1, running),), start=((web2, stopped),), launch=(web3,), terminate=(old_stopped, gone),
-    )
-
-
-def test_the_wanted_rules_are_ssh_and_the_open_ports_of_the_roles_in_use(declare):
-    env = declare(
-        {"web1": {"roles": ["registry", "app"]}},
-        services={"registry": {"open_to": ["10.0.0.0/8"]}, "mirror": {"open_to": ["0.0.0.0/0"]}},
-    )
-    assert sorted(map(str, aws.wanted_rules(env.inventory))) == [
-        f"22 to {fake_aws.SSH_CIDR}", "5000 to 10.0.0.0/8", "8000 to 0.0.0.0/0",
+def test_each_kind_of_source_becomes_its_own_part_of_an_ec2_permission():
+    sources = [Network.of("10.0.0.0/8"), Network.of("::/0"), Group("sg-0abc"), PrefixList("pl-0123")]
+    assert [permission(Rule("udp", 4789, 4789, source)) for source in sources] == [
+        {"IpProtocol": "udp", "FromPort": 4789, "ToPort": 4789, **source}
+        for source in (
+            {"IpRanges": [{"CidrIp": "10.0.0.0/8"}]}, {"Ipv6Ranges": [{"CidrIpv6": "::/0"}]},
+            {"UserIdGroupPairs": [{"GroupId": "sg-0abc"}]}, {"PrefixListIds": [{"PrefixListId": "pl-0123"}]},
+        )
     ]
