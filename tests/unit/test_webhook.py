@@ -531,8 +531,9 @@ def test_the_history_reads_as_invoke_app_history_reads_it(tmp_path):
     out = report.Reporter(io.StringIO())
     report.history(out, "web1", [json.loads((tmp_path / "h").read_text())])
     lines = out.stream.getvalue().splitlines()
-    assert lines[:2] == ["web1: 1 redeploy(s)", "when                  trigger   tag  before  after  result   took  why"]
-    assert lines[2].split()[1:] == ["registry", "v2", "1", "2", "success", lines[2].split()[-1]]
+    assert lines[0] == "web1: 1 redeploy(s)"
+    assert lines[1].split() == ["when", "trigger", "tag", "before", "after", "result", "took", "why"]
+    assert lines[2].split()[1:6] == ["registry", "v2", "1", "2", "success"]
 
 
 @pytest.mark.parametrize("result, state", [("success", "success"), ("rolled-back", "failure"), ("failure", "failure")])
