@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
 
 from dockyard.commands.scan import CANNOT_PULL, CANNOT_PULL_EXIT, TRIVY_IMAGE, host_script, trivy_arguments
+from dockyard.environment import Env
 from dockyard.errors import DockyardError, RemoteFailed
 from dockyard.ssh import HostConnection
 
@@ -91,6 +93,21 @@ def threshold(name: str) -> str:
     if chosen not in SEVERITIES:
         raise DockyardError(f"--fail-on {name}: choose one of {', '.join(SEVERITIES)}")
     return chosen
+
+
+def scan(env: Env, reference: str, host: str | None = None) -> str:
+    """Trivy's JSON report, as text, of REPOSITORY:TAG in the private registry of `host` (default: the first
+    registry host): by a local `trivy` through a tunnel, else by Trivy's image on the host."""
+    record = env.hosts_with("registry", host)[0]
+    registry_port = env.inventory.services.registry.port
+    trivy = shutil.which("trivy")
+    with env.connect(record) as conn:
+        if trivy:
+            with conn.tunnel(registry_port) as port:
+                env.out.say(f"scanning {reference} with {trivy}, through a tunnel to {record.name}")
+                return scan_locally(trivy, f"127.0.0.1:{port}/{reference}")
+        env.out.say(f"scanning {reference} on {record.name} with {TRIVY_IMAGE} (no local trivy)")
+        return scan_on_host(conn, f"127.0.0.1:{registry_port}/{reference}")
 
 
 def scan_on_host(conn: HostConnection, image_ref: str) -> str:

@@ -7,13 +7,14 @@ Before the host's registry runs, `ship` streams `docker save` into `docker load`
 from __future__ import annotations
 
 from dockyard import images
+from dockyard.commands import containers
 from dockyard.report import Reporter
 from dockyard.ssh import HostConnection
 
 
 def ship(conn: HostConnection, out: Reporter, local_ref: str) -> None:
     progress = out.progress(f"{conn.record.name} ship {local_ref}", images.image_size(local_ref))
-    conn.stream("docker load --quiet", images.save_chunks(local_ref), progress)
+    conn.stream(containers.load(), images.save_chunks(local_ref), progress)
     progress.finish()
 
 

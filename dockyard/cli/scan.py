@@ -4,7 +4,6 @@ Exit codes: 0 clean enough, 1 error, 2 findings at or above --fail-on, 3 Trivy o
 be fetched (offline). See dockyard/scan.py.
 """
 
-import shutil
 from pathlib import Path
 
 from invoke import Exit
@@ -13,7 +12,6 @@ from dockyard import report
 from dockyard import scan as scanning
 from dockyard.cli import open_env, task
 from dockyard.cli.registry import HOST_HELP
-from dockyard.commands.scan import TRIVY_IMAGE
 from dockyard.images import with_tag
 
 
@@ -28,18 +26,8 @@ def scan(c, image, env=None, host=None, fail_on=None, json=None):
     env = open_env(c, env)
     gate = scanning.threshold(fail_on) if fail_on else None  # a typo fails before any connection
     reference = with_tag(image)
-    record = env.hosts_with("registry", host)[0]
-    registry_port = env.inventory.services.registry.port
-    trivy = shutil.which("trivy")
     try:
-        with env.connect(record) as conn:
-            if trivy:
-                with conn.tunnel(registry_port) as port:
-                    env.out.say(f"scanning {reference} with {trivy}, through a tunnel to {record.name}")
-                    raw = scanning.scan_locally(trivy, f"127.0.0.1:{port}/{reference}")
-            else:
-                env.out.say(f"scanning {reference} on {record.name} with {TRIVY_IMAGE} (no local trivy)")
-                raw = scanning.scan_on_host(conn, f"127.0.0.1:{registry_port}/{reference}")
+        raw = scanning.scan(env, reference, host)
     except scanning.ScanUnavailable as unavailable:
         raise Exit(f"scan unavailable: {unavailable}", code=scanning.EXIT_UNAVAILABLE) from None
     found = scanning.parse_report(raw)

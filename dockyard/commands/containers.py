@@ -1,4 +1,5 @@
-"""Containers: run one from its spec, replace, start, wait until healthy, read its log."""
+"""Containers and their images: run one from its spec, replace, start, wait until healthy, read its log; pull,
+tag and load images."""
 
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ def pull(ref: str) -> str:
 
 def tag(image_id: str, ref: str) -> str:
     return docker("tag", image_id, ref)
+
+
+def load() -> str:
+    """Load the images of a `docker save` stream arriving on stdin."""
+    return docker("load", "--quiet")
 
 
 def wait_healthy(name: str, timeout: int = 90) -> str:
