@@ -7,6 +7,7 @@ before the hosts are converged in parallel, each over its own single connection.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -67,7 +68,7 @@ def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = Fals
     return plans
 
 
-def read_facts(conn: HostConnection, desired: list[Desired] = ()) -> facts.HostFacts:
+def read_facts(conn: HostConnection, desired: Sequence[Desired] = ()) -> facts.HostFacts:
     """The host's facts in one round trip: its engine, and the files and containers `desired` declares."""
     paths = [f.dest for want in desired for f in want.files]
     names = [want.container.name for want in desired]

@@ -83,6 +83,7 @@ class Applier:
         except RemoteFailed as e:
             step = failed_step(steps, e.stdout)
             e.what = f"{step.role}: {step.action} {step.target}"
+            e.stdout = "\n".join(line for line in e.stdout.splitlines() if not line.startswith(STEP_MARK))
             raise
 
     def tunnel_port(self) -> int:

@@ -115,6 +115,12 @@ def test_a_failing_step_is_named_and_the_other_hosts_still_report(static, projec
     assert any(p.startswith("web1       docker       failed") for p in printed)
 
 
+def test_a_step_that_fails_without_a_word_says_so(static, project):
+    static(web1=([], [facts_answer("fresh-host.txt"), ("set -eu", (1, "::step 0\n", ""))]))
+    assert one_error_line(run_task(project, deploy.docker_install)) == (
+        f"error: {WHERE}: docker: install docker.io failed (exit 1): no output")
+
+
 def test_two_failed_hosts_are_one_error_listing_both(static, project):
     static(web1=([], [("echo ::docker", NO_SUDO)]), web2=([], [("echo ::docker", (0, "::docker\n", ""))]))
     ended = run_task(project, deploy.docker_install)
