@@ -9,7 +9,8 @@ import tarfile
 
 import pytest
 
-from dockyard import commands, contract, images
+from dockyard import commands, contract, images, release
+from dockyard.errors import DockyardError
 from dockyard.spec import ContainerSpec, Health
 from roles import webhook
 from tests.conftest import REPO
@@ -41,6 +42,12 @@ def test_deploy_writes_exactly_the_fields_the_listener_reads(spec):
 def test_the_table_names_the_wrong_key(change, problem):
     doc = {**commands.container_document(EVERY_FIELD, "app"), **change}
     assert contract.document_problem(doc) == problem
+
+
+def test_a_release_refuses_the_tags_the_listener_ignores(tmp_path):
+    assert release.release_tag("v2", tmp_path) == "v2"
+    with pytest.raises(DockyardError, match=f"not starting with {contract.PUSHED_TAG_PREFIX}"):
+        release.release_tag(f"{contract.PUSHED_TAG_PREFIX}v2", tmp_path)
 
 
 def webhook_context() -> dict:
