@@ -91,7 +91,7 @@ def build_images(env: Env, specs: list[RoleSpec], online: bool) -> dict[str, ima
     for name, image in wanted.items():
         if not image.build:
             raise ImageError(f"{name}: no image can be pulled offline and none is built; set images: online")
-        include = {path: env.root / path for path in image.include}
+        include = images.module_files(image.modules)
         built[name] = images.build(name, env.root / image.build, base, env.out.say, include=include)
     return built
 

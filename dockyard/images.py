@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -175,6 +176,11 @@ def context_files(context: Path, include: Mapping[str, Path]) -> dict[str, Path]
     """Each file of a build context by its name there: the folder's, then the `include`d ones."""
     folder = sorted(p for p in context.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     return {**{str(p.relative_to(context)): p for p in folder}, **dict(sorted(include.items()))}
+
+
+def module_files(modules: Iterable[str]) -> dict[str, Path]:
+    """Python modules by their path in a build context: `dockyard.contract` as dockyard/contract.py."""
+    return {name.replace(".", "/") + ".py": Path(importlib.import_module(name).__file__) for name in modules}
 
 
 def context_digest(files: Mapping[str, Path], base_id: str) -> str:

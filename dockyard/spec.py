@@ -35,7 +35,7 @@ class Image:
     name: str
     pull: str | None = None
     build: str | None = None  # build context, relative to the project
-    include: tuple[str, ...] = ()  # project files added to the build context, at the same relative path
+    modules: tuple[str, ...] = ()  # dockyard's own Python modules added to the build context, as <package>/<name>.py
     repository: str | None = None  # its name in the host's registry; default dockyard/<name>
     via_registry: bool = True  # False for the registry's own image, which must arrive before it runs
 

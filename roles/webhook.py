@@ -9,7 +9,7 @@ from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
 CONFIG = f"{contract.CONFIG_ROOT}/webhook/config.json"
 CONTAINER_PORT = 9000
 # The listener imports the contract it shares with deploy: its image carries the very file.
-IMAGE = Image("webhook", build="images/webhook", include=("dockyard/contract.py",))
+IMAGE = Image("webhook", build="images/webhook", modules=("dockyard.contract",))
 # On the host itself, so the audit log outlives the container and `app.history` reads it over SSH.
 HISTORY_FILE = f"{contract.HOST_LISTENER_DIR}/{contract.HISTORY_NAME}"
 

@@ -134,7 +134,7 @@ def stack(tmp_path_factory):
 def _build(s: Stack) -> None:
     started = time.monotonic()
     base = images.build_base(print).ref
-    include = {path: REPO / path for path in webhook.IMAGE.include}
+    include = images.module_files(webhook.IMAGE.modules)
     s.listener_image = images.build("webhook", REPO / webhook.IMAGE.build, base, print, include=include).ref
     s.registry_image = images.build("registry", REPO / "images/registry", base, print).ref
     for version in VERSIONS:

@@ -52,8 +52,7 @@ def test_a_release_refuses_the_tags_the_listener_ignores(tmp_path):
 
 def webhook_context() -> dict:
     """The listener's build context, as deploy assembles it."""
-    include = {path: REPO / path for path in webhook.IMAGE.include}
-    return images.context_files(REPO / webhook.IMAGE.build, include)
+    return images.context_files(REPO / webhook.IMAGE.build, images.module_files(webhook.IMAGE.modules))
 
 
 def test_the_webhook_context_carries_the_contract():
