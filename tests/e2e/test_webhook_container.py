@@ -301,8 +301,10 @@ def test_the_recreated_app_keeps_its_spec_and_deploy_sees_it_converged(stack):
     assert now["Config"]["Labels"] == first["Config"]["Labels"] == {
         "team": "t-webhook", ROLE_LABEL: "app", SPEC_LABEL: SPEC_DIGEST, IMAGE_LABEL: stack.spec.image,
     }
-    for key in ("PortBindings", "Binds", "RestartPolicy", "LogConfig", "NetworkMode"):
+    for key in ("PortBindings", "RestartPolicy", "LogConfig", "NetworkMode"):
         assert now["HostConfig"][key] == first["HostConfig"][key], key
+    # the docker CLI passes its `--volume`s on in no fixed order
+    assert sorted(now["HostConfig"]["Binds"]) == sorted(first["HostConfig"]["Binds"])
     for key in ("Healthcheck", "Cmd", "Entrypoint"):
         assert now["Config"][key] == first["Config"][key], key
     assert [e for e in now["Config"]["Env"] if not e.startswith("APP_VERSION=")] == [
