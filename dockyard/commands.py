@@ -6,10 +6,9 @@ import base64
 import shlex
 from pathlib import PurePosixPath
 
+from dockyard.contract import DOCKER_STOP_TIMEOUT, IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
 from dockyard.inventory import Docker
-from dockyard.spec import IMAGE_LABEL, NETWORK, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Rendered
-
-DOCKER_STOP_TIMEOUT = 10
+from dockyard.spec import NETWORK, ContainerSpec, Rendered
 
 
 def docker(*args: str) -> str:

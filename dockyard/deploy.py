@@ -15,6 +15,7 @@ import jinja2
 
 from dockyard import commands, images
 from dockyard import facts as host_facts
+from dockyard.contract import PUSHED_TAG_PREFIX
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, ImageError
 from dockyard.inventory import ROLES
@@ -25,7 +26,6 @@ from dockyard.ssh import STATS
 from roles import MODULES
 
 SECRETS = ("registry_http_secret", "webhook_token", "notify_token")
-PUSHED_TAG_PREFIX = "deploy-"  # tags deploy pushes itself; the webhook never acts on them
 
 
 def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = False) -> list[Plan]:
@@ -91,7 +91,8 @@ def build_images(env: Env, specs: list[RoleSpec], online: bool) -> dict[str, ima
     for name, image in wanted.items():
         if not image.build:
             raise ImageError(f"{name}: no image can be pulled offline and none is built; set images: online")
-        built[name] = images.build(name, env.root / image.build, base, env.out.say)
+        include = images.module_files(image.modules)
+        built[name] = images.build(name, env.root / image.build, base, env.out.say, include=include)
     return built
 
 

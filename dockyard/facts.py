@@ -10,7 +10,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from dockyard.commands import LOOPBACK_GUARD
-from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, ContainerSpec
+from dockyard.contract import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
+from dockyard.spec import ContainerSpec
 
 SECTIONS = ("docker", "boot", "guard", "groups", "containers", "images", "files")
 
