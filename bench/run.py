@@ -24,7 +24,7 @@ import docker
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dockyard import deploy, release  # noqa: E402
+from dockyard import contract, deploy, release  # noqa: E402
 from dockyard.environment import Env  # noqa: E402
 from dockyard.providers import sandbox  # noqa: E402
 from dockyard.report import Reporter  # noqa: E402
@@ -156,7 +156,7 @@ def changed_blobs(env: Env, record, tag: str) -> tuple[int, int]:
             return json.load(urllib.request.urlopen(request, timeout=10))
 
         tags = json.load(urllib.request.urlopen(f"{base}/tags/list", timeout=10))["tags"]
-        deployed = next(t for t in tags if t.startswith(deploy.PUSHED_TAG_PREFIX))
+        deployed = next(t for t in tags if t.startswith(contract.PUSHED_TAG_PREFIX))
         old, new = manifest(deployed), manifest(tag)
     known = {layer["digest"] for layer in old["layers"]}
     return sum(layer["size"] for layer in new["layers"] if layer["digest"] not in known), new["config"]["size"]

@@ -17,6 +17,7 @@ import jinja2
 from dockyard import facts, images
 from dockyard.commands import containers
 from dockyard.commands import facts as facts_command
+from dockyard.contract import PUSHED_TAG_PREFIX
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, ImageError
 from dockyard.inventory import ROLES
@@ -27,7 +28,6 @@ from dockyard.ssh import STATS, HostConnection
 from roles import MODULES
 
 SECRETS = ("registry_http_secret", "webhook_token", "notify_token")
-PUSHED_TAG_PREFIX = "deploy-"  # tags deploy pushes itself; the webhook never acts on them
 
 
 def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = False) -> list[Plan]:
@@ -99,7 +99,8 @@ def build_images(env: Env, specs: list[RoleSpec], online: bool) -> dict[str, ima
     for name, image in wanted.items():
         if not image.build:
             raise ImageError(f"{name}: no image can be pulled offline and none is built; set images: online")
-        built[name] = images.build(name, env.root / image.build, base, env.out.say)
+        include = images.module_files(image.modules)
+        built[name] = images.build(name, env.root / image.build, base, env.out.say, include=include)
     return built
 
 

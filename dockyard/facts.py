@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 
 from dockyard.commands.facts import SECTIONS
+from dockyard.contract import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
 from dockyard.errors import FactsError
-from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
 
 STRICT = "strict"  # equal: what is added by hand is drift too
 DECLARED = "declared"  # what is declared must be present; Docker and the image may add more

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import BinaryIO
 
 import docker
 import docker.errors
@@ -173,22 +177,44 @@ def _apt_sources(root: Path) -> Iterator[tuple[str, list[str]]]:
                     yield words[1], words[2:3]
 
 
-def context_digest(context: Path, base_id: str) -> str:
+def context_files(context: Path, include: Mapping[str, Path]) -> dict[str, Path]:
+    """Each file of a build context by its name there: the folder's, then the `include`d ones."""
+    folder = sorted(p for p in context.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return {**{str(p.relative_to(context)): p for p in folder}, **dict(sorted(include.items()))}
+
+
+def module_files(modules: Iterable[str]) -> dict[str, Path]:
+    """Python modules by their path in a build context: `dockyard.contract` as dockyard/contract.py."""
+    return {name.replace(".", "/") + ".py": Path(importlib.import_module(name).__file__) for name in modules}
+
+
+def context_digest(files: Mapping[str, Path], base_id: str) -> str:
     """Changes when any file of the build context or the base image changes."""
     h = hashlib.sha256(base_id.encode())
-    for path in sorted(p for p in context.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(str(path.relative_to(context)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, path in files.items():
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:12]
 
 
-def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: str | None = None) -> Built:
-    """Build `context` on `base` as dockyard/<name>:<digest>, reusing an identical earlier build."""
+def context_tar(files: Mapping[str, Path], into: BinaryIO) -> None:
+    """The build context as Docker receives it: exactly the files the digest covers."""
+    with tarfile.open(fileobj=into, mode="w") as tar:
+        for name, path in files.items():
+            tar.add(path, arcname=name, recursive=False)
+    into.seek(0)
+
+
+def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: str | None = None,
+          include: Mapping[str, Path] = MappingProxyType({})) -> Built:
+    """Build `context`, plus the files `include` adds by their name in the context, on `base` as
+    dockyard/<name>:<digest>, reusing an identical earlier build."""
     client = engine()
     try:
         base_id = client.images.get(base).id
     except docker.errors.ImageNotFound:
         raise ImageError(f"base image {base} is missing; run `invoke images.base`") from None
-    ref = f"dockyard/{name}:{tag or context_digest(context, base_id)}"
+    files = context_files(context, include)
+    ref = f"dockyard/{name}:{tag or context_digest(files, base_id)}"
     try:
         return Built(ref, client.images.get(ref).id, cached=True)
     except docker.errors.ImageNotFound:
@@ -196,15 +222,18 @@ def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: 
     say(f"building {ref} from {context}")
     log = []
     try:
-        for event in client.api.build(
-            path=str(context), tag=ref, buildargs={"BASE": base}, rm=True, forcerm=True, decode=True
-        ):
-            if "error" in event:
-                last = " | ".join(log[-3:])
-                raise ImageError(f"building {name} failed: {event['error'].strip()} (last output: {last})")
-            line = event.get("stream", "").strip()
-            if line:
-                log.append(line)
+        with tempfile.TemporaryFile() as tar:
+            context_tar(files, tar)
+            for event in client.api.build(
+                fileobj=tar, custom_context=True, tag=ref, buildargs={"BASE": base}, rm=True, forcerm=True,
+                decode=True,
+            ):
+                if "error" in event:
+                    last = " | ".join(log[-3:])
+                    raise ImageError(f"building {name} failed: {event['error'].strip()} (last output: {last})")
+                line = event.get("stream", "").strip()
+                if line:
+                    log.append(line)
     except docker.errors.APIError as e:
         raise ImageError(f"building {name} failed: {_first_line(e)}") from None
     return Built(ref, client.images.get(ref).id, cached=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dockyard import images, transfer
 from dockyard.commands import containers, history
+from dockyard.contract import PUSHED_TAG_PREFIX
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, StepFailed
 from dockyard.ssh import HostConnection
@@ -44,8 +45,10 @@ def release_tag(version: str | None, root: Path) -> str:
         if result.returncode != 0:
             raise DockyardError(f"{root} is not a git checkout with a commit, so no sha to tag with; pass --version")
         tag = result.stdout.strip()
-    if not TAG.match(tag) or tag.startswith("deploy-"):
-        raise DockyardError(f"{tag!r} is not a usable tag: use letters, digits, _ . - (not starting with deploy-)")
+    if not TAG.match(tag) or tag.startswith(PUSHED_TAG_PREFIX):
+        raise DockyardError(
+            f"{tag!r} is not a usable tag: use letters, digits, _ . - (not starting with {PUSHED_TAG_PREFIX})"
+        )
     return tag
 
 

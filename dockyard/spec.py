@@ -7,16 +7,13 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from dockyard.contract import DOCKER_STOP_TIMEOUT
+
 if TYPE_CHECKING:
     from dockyard.inventory import Inventory
     from dockyard.state import HostRecord
 
-CONFIG_ROOT = "/etc/dockyard"
 NETWORK = "dockyard"
-SPEC_LABEL = "dockyard.spec"
-ROLE_LABEL = "dockyard.role"
-# The image deploy declared; the webhook keeps it when it moves the app to a newer pushed image.
-IMAGE_LABEL = "dockyard.image"
 
 
 @dataclass(frozen=True)
@@ -38,6 +35,7 @@ class Image:
     name: str
     pull: str | None = None
     build: str | None = None  # build context, relative to the project
+    modules: tuple[str, ...] = ()  # dockyard's own Python modules added to the build context, as <package>/<name>.py
     repository: str | None = None  # its name in the host's registry; default dockyard/<name>
     via_registry: bool = True  # False for the registry's own image, which must arrive before it runs
 
@@ -64,7 +62,7 @@ class ContainerSpec:
     restart: str = "always"
     network: str = NETWORK
     health: Health | None = None
-    stop_timeout: int = 10  # seconds `docker stop` waits before killing; 10 is Docker's default
+    stop_timeout: int = DOCKER_STOP_TIMEOUT  # seconds `docker stop` waits before killing
     labels: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict:

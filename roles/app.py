@@ -1,15 +1,14 @@
 """The Flask app, built from its folder and served by gunicorn."""
 
-from dockyard.spec import CONFIG_ROOT, ContainerSpec, File, Health, Image, RoleSpec, Target
+from dockyard import contract
+from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
 
 CONTAINER_PORT = 8000
 # The webhook recreates the app from this file, so a redeploy keeps exactly what deploy declared.
-SPEC_DIR = f"{CONFIG_ROOT}/app"
-SPEC_FILE = f"{SPEC_DIR}/container.json"
+SPEC_FILE = f"{contract.HOST_APP_SPEC_DIR}/{contract.APP_SPEC_NAME}"
 # Deploy and the webhook listener both hold this lock while they replace the app, so they never do it at
 # once; it lives in the listener's own folder on the host, which the listener mounts.
-LISTENER_DIR = "/var/lib/dockyard/webhook"
-REPLACE_LOCK = f"{LISTENER_DIR}/app.lock"
+REPLACE_LOCK = f"{contract.HOST_LISTENER_DIR}/{contract.REPLACE_LOCK_NAME}"
 
 
 def declare(target: Target) -> RoleSpec:

@@ -2,7 +2,8 @@
 
 from docker.auth import INDEX_NAME
 
-from dockyard.spec import CONFIG_ROOT, ContainerSpec, File, Health, RoleSpec, Target
+from dockyard.contract import CONFIG_ROOT
+from dockyard.spec import ContainerSpec, File, Health, RoleSpec, Target
 from roles import registry
 
 CONFIG = f"{CONFIG_ROOT}/mirror/config.yml"

@@ -1,6 +1,7 @@
 """The private registry: CNCF distribution, with dockyard's own config."""
 
-from dockyard.spec import CONFIG_ROOT, ContainerSpec, File, Health, Image, RoleSpec, Target
+from dockyard.contract import CONFIG_ROOT
+from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
 
 CONFIG = f"{CONFIG_ROOT}/registry/config.yml"
 # Offline it is Debian's docker-registry package; it must reach the host before it can serve anything.

@@ -3,31 +3,31 @@
 It holds the Docker socket, which is root on the host: its surface stays minimal.
 """
 
-from dockyard.spec import CONFIG_ROOT, ContainerSpec, File, Health, Image, RoleSpec, Target
-from roles import app
+from dockyard import contract
+from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
 
-CONFIG = f"{CONFIG_ROOT}/webhook/config.json"
+CONFIG = f"{contract.CONFIG_ROOT}/webhook/config.json"
 CONTAINER_PORT = 9000
+# The listener imports the contract it shares with deploy: its image carries the very file.
+IMAGE = Image("webhook", build="images/webhook", modules=("dockyard.contract",))
 # On the host itself, so the audit log outlives the container and `app.history` reads it over SSH.
-HISTORY_DIR = app.LISTENER_DIR
-HISTORY_FILE = f"{HISTORY_DIR}/history.jsonl"
+HISTORY_FILE = f"{contract.HOST_LISTENER_DIR}/{contract.HISTORY_NAME}"
 
 
 def declare(target: Target) -> RoleSpec:
     port = target.inventory.services.webhook.port
     return RoleSpec(
         role="webhook",
-        image=Image("webhook", build="images/webhook"),
+        image=IMAGE,
         files=(File(CONFIG, template="webhook/config.json.j2", secret=True),),
         container=ContainerSpec(
             name="dockyard-webhook",
             ports=(f"{target.bind('webhook')}:{port}:{CONTAINER_PORT}",),
             volumes=(
                 "/var/run/docker.sock:/var/run/docker.sock",
-                f"{CONFIG}:/etc/dockyard-webhook/config.json:ro",
-                # the folder, not the file: deploy replaces the file atomically, which a file mount would miss
-                f"{app.SPEC_DIR}:/etc/dockyard-webhook/app:ro",
-                f"{HISTORY_DIR}:/var/lib/dockyard-webhook",
+                f"{CONFIG}:{contract.LISTENER_CONFIG}:ro",
+                f"{contract.HOST_APP_SPEC_DIR}:{contract.LISTENER_APP_SPEC_DIR}:ro",
+                f"{contract.HOST_LISTENER_DIR}:{contract.LISTENER_STATE_DIR}",
             ),
             health=Health(CONTAINER_PORT, "/healthz"),
             # let a redeploy in flight finish, or roll back, before the listener is stopped

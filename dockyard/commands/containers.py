@@ -7,9 +7,8 @@ import shlex
 from pathlib import PurePosixPath
 
 from dockyard.commands import docker
-from dockyard.spec import IMAGE_LABEL, NETWORK, ROLE_LABEL, SPEC_LABEL, ContainerSpec
-
-DOCKER_STOP_TIMEOUT = 10
+from dockyard.contract import DOCKER_STOP_TIMEOUT, IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
+from dockyard.spec import NETWORK, ContainerSpec
 
 
 def container_document(spec: ContainerSpec, role: str) -> dict:

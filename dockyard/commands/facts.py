@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 
 from dockyard.commands.engine import DOCKERD_MARK, GUARD_MARK, GUARD_UNIT, LOOPBACK_GUARD
-from dockyard.spec import ROLE_LABEL
+from dockyard.contract import ROLE_LABEL
 
 SECTIONS = (
     "docker", "dockerd", "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files",

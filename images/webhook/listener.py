@@ -41,11 +41,20 @@ from triggers import (
     refusal,
 )
 
+from dockyard.contract import (
+    APP_SPEC_NAME,
+    HISTORY_NAME,
+    LISTENER_APP_SPEC_DIR,
+    LISTENER_CONFIG,
+    LISTENER_STATE_DIR,
+    REPLACE_LOCK_NAME,
+)
+
 PORT = 9000
-CONFIG_PATH = Path("/etc/dockyard-webhook/config.json")
-APP_SPEC_PATH = Path("/etc/dockyard-webhook/app/container.json")
-HISTORY_PATH = Path("/var/lib/dockyard-webhook/history.jsonl")
-REPLACE_LOCK = HISTORY_PATH.with_name("app.lock")  # the host's /var/lib/dockyard/webhook/app.lock
+CONFIG_PATH = Path(LISTENER_CONFIG)
+APP_SPEC_PATH = Path(LISTENER_APP_SPEC_DIR, APP_SPEC_NAME)
+HISTORY_PATH = Path(LISTENER_STATE_DIR, HISTORY_NAME)
+REPLACE_LOCK = Path(LISTENER_STATE_DIR, REPLACE_LOCK_NAME)
 HUB_PREFIX = "/hooks/"
 REGISTRY_PATH = "/registry/events"
 HEALTH_PATH = "/healthz"

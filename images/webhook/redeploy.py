@@ -18,16 +18,9 @@ from typing import Generic, TypeVar
 
 import docker.errors
 
-# deploy's bookkeeping (dockyard.spec's SPEC_LABEL and IMAGE_LABEL), carried over so deploy sees no change
-DEPLOY_LABELS = ("dockyard.spec", "dockyard.image")
+from dockyard.contract import CARRIED_LABELS, DOCKER_STOP_TIMEOUT, document_problem
+
 POLL_INTERVAL = 0.5
-DOCKER_STOP_TIMEOUT = 10  # what `docker stop` waits when the container sets nothing
-# container.json is dockyard.commands.container_document(spec, "app"): these keys, these types.
-SPEC_FIELDS = {
-    "name": str, "ports": list, "volumes": list, "env": dict, "command": list, "restart": str,
-    "network": str, "labels": dict, "log": dict, "health": (dict, type(None)),
-}
-HEALTH_FIELDS = {"command": str, "interval_s": int, "timeout_s": int, "retries": int}
 
 log = logging.getLogger("dockyard-webhook")
 Item = TypeVar("Item")
@@ -51,18 +44,8 @@ def read_app_spec(path: Path) -> dict:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise SpecError(f"{path}: unreadable ({e})") from None
-    if not isinstance(doc, dict):
-        raise SpecError(f"{path}: not a JSON object")
-    for key, kind in SPEC_FIELDS.items():
-        if not isinstance(doc.get(key), kind):
-            raise SpecError(f"{path}: {key} missing or of the wrong type")
-    for key, kind in HEALTH_FIELDS.items():
-        if doc["health"] is not None and not isinstance(doc["health"].get(key), kind):
-            raise SpecError(f"{path}: health.{key} missing or of the wrong type")
-    strings = [*doc["ports"], *doc["volumes"], *doc["command"], *doc["env"].values(), *doc["labels"].values(),
-               *doc["log"].values()]
-    if not all(isinstance(s, str) for s in strings):
-        raise SpecError(f"{path}: ports, volumes, command, env, labels and log hold strings only")
+    if problem := document_problem(doc):
+        raise SpecError(f"{path}: {problem}")
     return doc
 
 
@@ -119,7 +102,7 @@ class Redeployer:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """Deploy takes the same lock on the host (roles/app.py REPLACE_LOCK): never both replace the app."""
+        """Deploy takes the same lock on the host (contract.REPLACE_LOCK_NAME): never both replace the app."""
         if self.lock_path is None:
             yield
             return
@@ -140,7 +123,7 @@ class Redeployer:
         before = self._record(current)
         if current and current.attrs["Image"] == pulled.id and current.attrs["State"]["Running"]:
             return Outcome("success", f"unchanged: {doc['name']} already runs that image", image, before, before)
-        carried = {k: v for k, v in (current.labels if current else {}).items() if k in DEPLOY_LABELS}
+        carried = {k: v for k, v in (current.labels if current else {}).items() if k in CARRIED_LABELS}
 
         problem = self._start(current, create_args(doc, image, carried))
         if problem is None:

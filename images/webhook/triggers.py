@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dockyard.contract import PUSHED_TAG_PREFIX
+
 # Docker's own grammar (distribution/reference): a tag, and a repository path of lowercase components.
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -21,7 +23,6 @@ PULL_NAME = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{REPOSITORY.pattern}")
 MAX_NAME = 255
 MAX_URL = 2048
 MAX_EVENTS = 100
-DEPLOY_TAG_PREFIX = "deploy-"  # dockyard deploy pushes these itself (dockyard.deploy.PUSHED_TAG_PREFIX)
 REGISTRY_MEDIA_TYPES = frozenset({
     "application/json",
     "application/vnd.docker.distribution.events.v1+json",  # distribution 2.x
@@ -158,7 +159,7 @@ def refusal(trigger: Trigger, config: Config) -> str | None:
         return "no hub_repository is configured"
     if trigger.repository != wanted:
         return f"repository {trigger.repository} is not {wanted}"
-    if trigger.tag.startswith(DEPLOY_TAG_PREFIX):
+    if trigger.tag.startswith(PUSHED_TAG_PREFIX):
         return f"tag {trigger.tag} is dockyard deploy's own push"
     if not any(fnmatch.fnmatchcase(trigger.tag, pattern) for pattern in config.tags):
         return f"tag {trigger.tag} matches none of {list(config.tags)}"

@@ -20,9 +20,11 @@ import jinja2
 import pytest
 import requests
 
-from dockyard import facts, images, inventory
+from dockyard import contract, facts, images, inventory
 from dockyard.commands import containers
-from dockyard.spec import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, ContainerSpec, Health
+from dockyard.contract import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
+from dockyard.spec import ContainerSpec, Health
+from roles import webhook
 from tests.conftest import REPO
 
 HUB_TOKEN = "hub-" + uuid.uuid4().hex
@@ -97,7 +99,7 @@ class Stack:
             return ""
 
     def history(self) -> list[dict]:
-        path = self.history_dir / "history.jsonl"
+        path = self.history_dir / contract.HISTORY_NAME
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def listener_log(self) -> str:
@@ -133,7 +135,8 @@ def stack(tmp_path_factory):
 def _build(s: Stack) -> None:
     started = time.monotonic()
     base = images.build_base(print).ref
-    s.listener_image = images.build("webhook", REPO / "images/webhook", base, print).ref
+    include = images.module_files(webhook.IMAGE.modules)
+    s.listener_image = images.build("webhook", REPO / webhook.IMAGE.build, base, print, include=include).ref
     s.registry_image = images.build("registry", REPO / "images/registry", base, print).ref
     for version in VERSIONS:
         image, _ = s.client.images.build(
@@ -176,8 +179,8 @@ def _start(s: Stack) -> None:
     client.containers.run(
         s.listener_image, name=s.listener_name, detach=True, ports={"9000/tcp": ("127.0.0.1", None)},
         volumes=[
-            "/var/run/docker.sock:/var/run/docker.sock", f"{config}:/etc/dockyard-webhook/config.json:ro",
-            f"{tmp / 'app'}:/etc/dockyard-webhook/app:ro", f"{s.history_dir}:/var/lib/dockyard-webhook",
+            "/var/run/docker.sock:/var/run/docker.sock", f"{config}:{contract.LISTENER_CONFIG}:ro",
+            f"{tmp / 'app'}:{contract.LISTENER_APP_SPEC_DIR}:ro", f"{s.history_dir}:{contract.LISTENER_STATE_DIR}",
         ],
         network=s.network,
         networking_config={s.network: client.api.create_endpoint_config(aliases=["dockyard-webhook"])},
@@ -194,7 +197,8 @@ def _start(s: Stack) -> None:
         labels=(("team", "t-webhook"),),
     )
     s.spec = spec
-    (tmp / "app" / "container.json").write_text(json.dumps(containers.container_document(spec, "app"), indent=2))
+    (tmp / "app" / contract.APP_SPEC_NAME).write_text(
+        json.dumps(containers.container_document(spec, "app"), indent=2))
     subprocess.run(containers.run_container(spec, "app", SPEC_DIGEST), shell=True, check=True, capture_output=True)
     wait_for("app healthy", lambda: s.app()["State"]["Health"]["Status"] == "healthy", timeout=30)
     wait_for("listener healthy", lambda: s.client.api.inspect_container(s.listener_name)["State"]
@@ -299,8 +303,10 @@ def test_the_recreated_app_keeps_its_spec_and_deploy_sees_it_converged(stack):
     assert now["Config"]["Labels"] == first["Config"]["Labels"] == {
         "team": "t-webhook", ROLE_LABEL: "app", SPEC_LABEL: SPEC_DIGEST, IMAGE_LABEL: stack.spec.image,
     }
-    for key in ("PortBindings", "Binds", "RestartPolicy", "LogConfig", "NetworkMode"):
+    for key in ("PortBindings", "RestartPolicy", "LogConfig", "NetworkMode"):
         assert now["HostConfig"][key] == first["HostConfig"][key], key
+    # the docker CLI passes its `--volume`s on in no fixed order
+    assert sorted(now["HostConfig"]["Binds"]) == sorted(first["HostConfig"]["Binds"])
     for key in ("Healthcheck", "Cmd", "Entrypoint"):
         assert now["Config"][key] == first["Config"][key], key
     assert [e for e in now["Config"]["Env"] if not e.startswith("APP_VERSION=")] == [

@@ -1,0 +1,65 @@
+"""What deploy and the webhook listener agree on. The listener's image carries this very file
+(roles/webhook.py adds it to the build context), so there is nothing to copy and nothing to keep in step.
+
+Standard library only: it runs inside the listener's image as well as in dockyard.
+"""
+
+from __future__ import annotations
+
+from typing import get_args, get_origin
+
+# Labels deploy puts on each container it starts.
+ROLE_LABEL = "dockyard.role"
+SPEC_LABEL = "dockyard.spec"  # the digest of the declared spec and its files
+IMAGE_LABEL = "dockyard.image"  # the image deploy declared
+# Deploy's bookkeeping: the listener carries these over to the app's new container, so deploy sees no change.
+CARRIED_LABELS = (SPEC_LABEL, IMAGE_LABEL)
+
+PUSHED_TAG_PREFIX = "deploy-"  # tags deploy pushes itself; the listener never acts on them
+DOCKER_STOP_TIMEOUT = 10  # seconds `docker stop` waits when the container sets none
+
+# On the host. Deploy writes the app's container document into HOST_APP_SPEC_DIR; the listener keeps its
+# history and the lock that deploy also takes into HOST_LISTENER_DIR.
+CONFIG_ROOT = "/etc/dockyard"
+HOST_APP_SPEC_DIR = f"{CONFIG_ROOT}/app"
+HOST_LISTENER_DIR = "/var/lib/dockyard/webhook"
+# Inside the listener's container, where roles/webhook.py mounts them. The app spec's folder, not its file:
+# deploy replaces the file atomically, which a file mount would miss.
+LISTENER_CONFIG = "/etc/dockyard-webhook/config.json"
+LISTENER_APP_SPEC_DIR = "/etc/dockyard-webhook/app"
+LISTENER_STATE_DIR = "/var/lib/dockyard-webhook"
+# The same names in the host's folder and in the listener's.
+APP_SPEC_NAME = "container.json"
+HISTORY_NAME = "history.jsonl"
+REPLACE_LOCK_NAME = "app.lock"
+
+# The app's container document: everything `docker run` gets but the image, as
+# dockyard.commands.containers.container_document writes it. A nested table is an object that may also be null.
+HEALTH_FIELDS = {"command": str, "interval_s": int, "timeout_s": int, "retries": int}
+CONTAINER_FIELDS = {
+    "name": str, "ports": list[str], "volumes": list[str], "env": dict[str, str], "command": list[str],
+    "restart": str, "network": str, "labels": dict[str, str], "log": dict[str, str], "health": HEALTH_FIELDS,
+}
+
+
+def document_problem(doc: object, fields: dict = CONTAINER_FIELDS, where: str = "") -> str | None:
+    """What makes `doc` not a document of `fields`, naming the key; None when it is one."""
+    if not isinstance(doc, dict):
+        return f"{where.rstrip('.') or 'the document'} is not a JSON object"
+    for key, kind in fields.items():
+        value, name = doc.get(key), where + key
+        if isinstance(kind, dict):
+            problem = value is not None and document_problem(value, kind, f"{name}.")
+            if problem:
+                return problem
+            continue
+        container, item = get_origin(kind) or kind, (get_args(kind) or (object,))[-1]
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        if not isinstance(value, container) or not all(isinstance(i, item) for i in items):
+            return f"{name} missing or not {_describe(kind)}"
+    return None
+
+
+def _describe(kind) -> str:
+    origin = get_origin(kind)
+    return f"{origin.__name__}[{', '.join(a.__name__ for a in get_args(kind))}]" if origin else kind.__name__
