@@ -203,7 +203,7 @@ def _free_ports(client, count: int) -> list[int]:
     """`count` ports that no sandbox host holds, running or stopped, and nothing listens on."""
     held = {
         int(binding["HostPort"])
-        for container in client.containers.list(all=True, filters={"label": "managed-by=dockyard"})
+        for container in client.containers.list(all=True, filters={"label": "managed-by=dockyard"}, ignore_removed=True)
         for bindings in (container.attrs["HostConfig"]["PortBindings"] or {}).values()
         for binding in bindings or []
         if binding.get("HostPort")
