@@ -26,7 +26,6 @@ sys.path.insert(0, str(REPO))
 
 from dockyard import contract, deploy, release  # noqa: E402
 from dockyard.environment import Env  # noqa: E402
-from dockyard.providers import sandbox  # noqa: E402
 from dockyard.report import Reporter  # noqa: E402
 from dockyard.ssh import STATS  # noqa: E402
 
@@ -87,8 +86,8 @@ def accepted_logins(env: Env) -> int:
     """sshd's own count of logins on every host of the environment."""
     client = docker.from_env()
     return sum(
-        client.containers.get(sandbox.container_name(env.name, h.name)).logs().decode().count("Accepted publickey")
-        for h in env.inventory.hosts
+        client.containers.get(host.provider["container"]).logs().decode().count("Accepted publickey")
+        for host in env.hosts()
     )
 
 

@@ -23,6 +23,7 @@ IMAGE_SOURCES = ("auto", "online", "offline")
 ROLES = ("registry", "mirror", "registry_ui", "app", "webhook")
 UI_KINDS = ("auto", "joxit", "console")
 DOCKER_INSTALL_METHODS = ("apt", "script")
+SANDBOX_INITS = ("classic", "systemd")
 ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 PUBLIC = ("0.0.0.0/0",)
@@ -117,6 +118,12 @@ class Aws:
 
 
 @dataclass(frozen=True)
+class Sandbox:
+    # classic: a shell script sets the host up and serves SSH; systemd: systemd is PID 1, as on a cloud VM
+    init: str = "classic"
+
+
+@dataclass(frozen=True)
 class Inventory:
     env: str
     path: Path
@@ -127,6 +134,7 @@ class Inventory:
     docker: Docker = field(default_factory=Docker)
     services: Services = field(default_factory=Services)
     aws: Aws = field(default_factory=Aws)
+    sandbox: Sandbox = field(default_factory=Sandbox)
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
@@ -239,6 +247,7 @@ def _check(inv: Inventory, fail) -> None:
     _choose(inv.images, IMAGE_SOURCES, "images", fail)
     _choose(inv.docker.install, DOCKER_INSTALL_METHODS, "docker.install", fail)
     _choose(inv.services.registry_ui.kind, UI_KINDS, "services.registry_ui.kind", fail)
+    _choose(inv.sandbox.init, SANDBOX_INITS, "sandbox.init", fail)
     for role in ROLES:
         service = inv.service(role)
         key = f"services.{role}"

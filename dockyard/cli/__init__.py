@@ -10,12 +10,14 @@ import os
 from pathlib import Path
 
 import invoke
-from invoke import Exit
+from invoke import Executor, Exit
+from invoke.parser import ParserContext
 
 from dockyard.environment import Env
 from dockyard.errors import DockyardError
 
-ENV_HELP = {"env": "environment: inventory/<env>.yml (default: config dockyard.env, else sandbox)"}
+ENV_HELP = {"env": "environment: inventory/<env>.yml, for every task on the command line (default: config "
+                   "dockyard.env, else sandbox)"}
 
 
 def task(*args, **kwargs):
@@ -36,6 +38,23 @@ def task(*args, **kwargs):
         return invoke.task(run, help={**ENV_HELP, **kwargs.pop("help", {})}, **kwargs)
 
     return wrap(args[0]) if args and callable(args[0]) else wrap
+
+
+class OneEnvironment(Executor):
+    """Runs a command line against one environment: `-e` given to any of its tasks holds for all of them
+    (`invoke provision deploy -e prod` provisions prod too), and two different ones are refused before anything
+    runs. The project's invoke.yaml makes it Invoke's `tasks.executor_class`."""
+
+    def execute(self, *tasks):
+        contexts = [t for t in tasks if isinstance(t, ParserContext) and "env" in t.args]
+        chosen = sorted({t.args["env"].value for t in contexts if t.args["env"].value})
+        if len(chosen) > 1:
+            raise Exit(f"error: -e {' and -e '.join(chosen)} on one command line; give one environment, it holds "
+                       f"for every task", code=1)
+        if chosen:
+            for context in contexts:
+                context.args["env"].value = chosen[0]
+        return super().execute(*tasks)
 
 
 def open_env(c, env: str | None) -> Env:

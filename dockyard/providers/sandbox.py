@@ -1,12 +1,17 @@
 """Sandbox hosts: containers on the local Docker engine that behave like fresh cloud VMs.
 
-Each runs Debian with OpenSSH, a user `ubuntu` with passwordless sudo, and `/var/lib/docker` on a
-volume so Docker can run inside. Its SSH port and the environment's open ports are published on
-127.0.0.1 only, on ports the engine picks; they are read back from the engine on every run.
+Each runs Debian with OpenSSH, a user `ubuntu` with passwordless sudo, and `/var/lib/docker` on a volume so Docker
+can run inside. Its init is a shell script (`sandbox.init: classic`) or systemd, as on a cloud VM (`systemd`). Its SSH
+port and the environment's open ports are published on 127.0.0.1, on ports chosen when it is created: like a VM's
+address, they survive restarts. What it makes carries the project's id in its names and labels, so two clones of a
+project on one machine never share a host.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import secrets
 import socket
 import time
 
@@ -16,7 +21,7 @@ from dockyard import images
 from dockyard.environment import Env
 from dockyard.errors import ProviderError
 from dockyard.inventory import Host
-from dockyard.state import HostRecord
+from dockyard.state import HostRecord, State
 
 MANAGED = {"managed-by": "dockyard"}
 # Enough privilege for dockerd inside, without --privileged (which needs CAP_SYS_RESOURCE).
@@ -26,24 +31,45 @@ HOST_PRIVILEGES = dict(
     security_opt=["seccomp=unconfined", "apparmor=unconfined"],
     cgroupns="host",
 )
+# systemd as PID 1, as on a VM: SIGRTMIN+3 asks it to shut down cleanly, and its runtime state lives on tmpfs.
+SYSTEMD_CONTAINER = {"command": "/sbin/init", "stop_signal": "SIGRTMIN+3"}
+SYSTEMD_TMPFS = {"/run": "", "/run/lock": ""}
 SSH_WAIT_SECONDS = 60
+# Below Linux's ephemeral range (32768-60999), where the kernel picks the ports of outgoing connections and the
+# engine the ports it publishes by itself: a port chosen here stays free while its host is stopped.
+HOST_PORTS = range(20000, 32768)
+START_ATTEMPTS = 3  # another run may take a chosen port between the choice and the start
 
 
-def container_name(env: str, host: str) -> str:
-    return f"dockyard-{env}-{host}"
-
-
-def network_name(env: str) -> str:
-    return f"dockyard-{env}"
-
-
-def labels(env: str, host: str | None = None) -> dict[str, str]:
-    return {**MANAGED, "dockyard.env": env, **({"dockyard.host": host} if host else {})}
+def project_id(state: State) -> str:
+    """This clone's id, generated once in its state folder and kept across teardowns."""
+    path = state.dir.parent / "project-id"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        draft = path.with_name(f"project-id.{os.getpid()}")
+        draft.write_text(secrets.token_hex(4) + "\n")
+        try:
+            os.link(draft, path)  # of two first runs at once, one wins and both read its id
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
 
 
 class Sandbox:
     def __init__(self, env: Env):
         self.env = env
+        self.project = project_id(env.state)
+
+    def container_name(self, host: str) -> str:
+        return f"dockyard-{self.project}-{self.env.name}-{host}"
+
+    def labels(self, host: str | None = None) -> dict[str, str]:
+        return {
+            **MANAGED, "dockyard.project": self.project, "dockyard.env": self.env.name,
+            **({"dockyard.host": host} if host else {}),
+        }
 
     def provision(self, yes: bool = False) -> list[HostRecord]:
         env = self.env
@@ -52,16 +78,16 @@ class Sandbox:
         source = images.resolve_source(env.inventory.images)
         base = images.base_image(source, env.out.say)
         host_image = images.build("sandbox-host", env.root / "images" / "sandbox-host", base, env.out.say)
-        network = _ensure_network(client, env.name)
+        network = self._ensure_network(client)
         for host in env.inventory.hosts:
             started = time.monotonic()
-            name = container_name(env.name, host.name)
+            name = self.container_name(host.name)
             try:
                 container = client.containers.get(name)
             except docker.errors.NotFound:
                 container = None
             if container is None:
-                container = _create(client, env, host, name, host_image.ref, network, public_key)
+                container = self._create(client, host, host_image.ref, network, public_key)
                 status, detail = "changed", f"created {name} from {host_image.ref}"
             elif container.status != "running":
                 container.start()
@@ -82,7 +108,7 @@ class Sandbox:
         client = images.engine()
         records = []
         for host in env.inventory.hosts:
-            name = container_name(env.name, host.name)
+            name = self.container_name(host.name)
             try:
                 container = client.containers.get(name)
             except docker.errors.NotFound:
@@ -99,7 +125,7 @@ class Sandbox:
     def teardown(self, yes: bool = False) -> None:
         env = self.env
         client = images.engine()
-        selector = {"label": [f"dockyard.env={env.name}", "managed-by=dockyard"]}
+        selector = {"label": [f"{key}={value}" for key, value in self.labels().items()]}
         for container in client.containers.list(all=True, filters=selector):
             container.remove(force=True, v=True)
             env.out.step(container.labels.get("dockyard.host", "-"), "sandbox", "changed", f"removed {container.name}")
@@ -110,55 +136,102 @@ class Sandbox:
             network.remove()
             env.out.step("-", "sandbox", "changed", f"removed network {network.name}")
 
+    def _create(self, client, host: Host, image: str, network: str, public_key: str):
+        """Create and start the host, on local ports chosen now and kept for its lifetime."""
+        ports = [22, *sorted(self.env.inventory.open_ports(host).values())]
+        for attempt in range(1, START_ATTEMPTS + 1):
+            published = dict(zip(ports, _free_ports(client, len(ports)), strict=True))
+            created = self._create_container(client, host, image, network, public_key, published)
+            try:
+                client.api.start(created)
+                return client.containers.get(created)
+            except docker.errors.APIError as e:
+                client.api.remove_container(created, force=True)
+                taken = any(words in str(e.explanation) for words in ("already allocated", "already in use"))
+                if not taken or attempt == START_ATTEMPTS:
+                    raise ProviderError(
+                        f"sandbox host {host.name}: the Docker engine could not start it: {e.explanation}"
+                    ) from None
 
-def _create(client, env: Env, host: Host, name: str, image: str, network: str, public_key: str):
-    ports = [22, *sorted(env.inventory.open_ports(host).values())]
-    host_config = client.api.create_host_config(
-        port_bindings={f"{p}/tcp": ("127.0.0.1",) for p in ports},
-        binds={
-            _ensure_volume(client, env.name, host.name): {"bind": "/var/lib/docker", "mode": "rw"},
-            "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-        },
-        network_mode=network,
-        restart_policy={"Name": "unless-stopped"},
-        **HOST_PRIVILEGES,
-    )
-    # `--security-opt systempaths=unconfined`, which the API spells as empty path lists.
-    host_config.update(MaskedPaths=[], ReadonlyPaths=[])
-    try:
-        created = client.api.create_container(
-            image,
-            name=name,
-            hostname=host.name,
-            labels=labels(env.name, host.name),
-            environment={"SSH_AUTHORIZED_KEY": public_key},
-            ports=ports,
-            host_config=host_config,
+    def _create_container(self, client, host: Host, image: str, network: str, public_key: str,
+                          published: dict[int, int]) -> str:
+        init = self.env.inventory.sandbox.init
+        host_config = client.api.create_host_config(
+            port_bindings={f"{port}/tcp": ("127.0.0.1", local) for port, local in published.items()},
+            binds={
+                self._ensure_volume(client, host.name): {"bind": "/var/lib/docker", "mode": "rw"},
+                "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+            },
+            tmpfs=SYSTEMD_TMPFS if init == "systemd" else None,
+            network_mode=network,
+            restart_policy={"Name": "unless-stopped"},
+            **HOST_PRIVILEGES,
         )
-        client.api.start(created["Id"])
-    except docker.errors.APIError as e:
-        raise ProviderError(f"sandbox host {host.name}: the Docker engine refused it: {e.explanation}") from None
-    return client.containers.get(created["Id"])
+        # `--security-opt systempaths=unconfined`, which the API spells as empty path lists.
+        host_config.update(MaskedPaths=[], ReadonlyPaths=[])
+        try:
+            return client.api.create_container(
+                image,
+                name=self.container_name(host.name),
+                hostname=host.name,
+                labels={**self.labels(host.name), "dockyard.init": init},
+                environment={"SSH_AUTHORIZED_KEY": public_key},
+                ports=list(published),
+                host_config=host_config,
+                **(SYSTEMD_CONTAINER if init == "systemd" else {}),
+            )["Id"]
+        except docker.errors.APIError as e:
+            raise ProviderError(f"sandbox host {host.name}: the Docker engine refused it: {e.explanation}") from None
+
+    def _ensure_network(self, client) -> str:
+        name = f"dockyard-{self.project}-{self.env.name}"
+        # the engine's name filter matches substrings: dockyard-t-rel would find dockyard-t-release
+        if not any(n.name == name for n in client.networks.list(names=[name])):
+            client.networks.create(name, labels=self.labels())
+        return name
+
+    def _ensure_volume(self, client, host: str) -> str:
+        name = f"{self.container_name(host)}-docker"
+        try:
+            client.volumes.get(name)
+        except docker.errors.NotFound:
+            client.volumes.create(name, labels=self.labels(host))
+        return name
 
 
-def _ensure_network(client, env: str) -> str:
-    name = network_name(env)
-    # the engine's name filter matches substrings: dockyard-t-rel would find dockyard-t-release
-    if not any(n.name == name for n in client.networks.list(names=[name])):
-        client.networks.create(name, labels=labels(env))
-    return name
+def _free_ports(client, count: int) -> list[int]:
+    """`count` ports that no sandbox host holds, running or stopped, and nothing listens on."""
+    held = {
+        int(binding["HostPort"])
+        for container in client.containers.list(all=True, filters={"label": "managed-by=dockyard"}, ignore_removed=True)
+        for bindings in (container.attrs["HostConfig"]["PortBindings"] or {}).values()
+        for binding in bindings or []
+        if binding.get("HostPort")
+    }
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.choice(HOST_PORTS)
+        if port not in held and port not in chosen and _bindable(port):
+            chosen.append(port)
+    return chosen
 
 
-def _ensure_volume(client, env: str, host: str) -> str:
-    name = f"{container_name(env, host)}-docker"
-    try:
-        client.volumes.get(name)
-    except docker.errors.NotFound:
-        client.volumes.create(name, labels=labels(env, host))
-    return name
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _record(env: Env, host: Host, container) -> HostRecord:
+    init = container.labels["dockyard.init"]
+    if init != env.inventory.sandbox.init:
+        raise ProviderError(
+            f"sandbox host {host.name} runs init {init}, the inventory says {env.inventory.sandbox.init}: "
+            f"run `invoke teardown` then `invoke provision` to recreate it"
+        )
     ports = container.attrs["NetworkSettings"]["Ports"] or {}
 
     def published(port: int) -> str:

@@ -19,6 +19,8 @@ import docker
 import docker.errors
 
 from dockyard import deploy, facts
+from dockyard.providers.sandbox import project_id
+from dockyard.state import State
 from tests.conftest import REPO, Project
 
 CONTAINERS = ("dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "dockyard-app", "dockyard-webhook")
@@ -188,10 +190,10 @@ def set_app_version(project: Project, version: int) -> None:
     app.write_text(re.sub(r"^VERSION = .*$", f"VERSION = {version}", app.read_text(), flags=re.M))
 
 
-def labelled(env: str) -> dict[str, list[str]]:
-    """What the local engine still holds for the environment, by dockyard's labels."""
+def labelled(project: Project, env: str) -> dict[str, list[str]]:
+    """What the local engine still holds for the project's environment, by dockyard's labels."""
     client = docker.from_env()
-    selector = {"label": [f"dockyard.env={env}", "managed-by=dockyard"]}
+    selector = {"label": [f"dockyard.project={project_id(State(project.state_dir, env))}", f"dockyard.env={env}"]}
     return {
         "containers": [c.name for c in client.containers.list(all=True, filters=selector)],
         "volumes": [v.name for v in client.volumes.list(filters=selector)],

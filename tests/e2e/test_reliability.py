@@ -1,5 +1,5 @@
-"""Reliability on a real sandbox host: deploys killed at random points, a host restart, load during a redeploy,
-and a teardown that leaves nothing behind.
+"""Reliability on a real sandbox host: deploys killed at random points, a host restart (on both kinds of host, a
+shell script or systemd as PID 1), load during a redeploy, and a teardown that leaves nothing behind.
 
 The kill points are fractions of the measured deploy durations drawn from a seed (DOCKYARD_KILL_SEED, printed), so
 a failing run can be replayed. Run with -s to see the figures. The teardown check for provider: aws, against moto,
@@ -18,7 +18,8 @@ import time
 import docker
 import pytest
 
-from tests.conftest import SANDBOX_STACK
+from dockyard.inventory import SANDBOX_INITS
+from tests.conftest import SANDBOX_STACK, Project
 from tests.e2e.helpers import (
     CONTAINERS,
     all_healthy,
@@ -48,8 +49,10 @@ STARTUP_SECONDS = 1.0  # Python and Invoke starting: a kill before does nothing 
 class Rel:
     """The environment under test and what the tests learn about it along the way."""
 
-    def __init__(self, project):
+    def __init__(self, project, init: str = "classic"):
         self.project = project
+        self.init = init
+        self.env = ENV if init == "classic" else f"{ENV}-{init}"
         self.version = 1
         self.cold_seconds = 0.0
         self.tunnel_ports: set[int] = set()  # of killed runs: their pushes' local tags are ours to remove
@@ -57,10 +60,10 @@ class Rel:
         self.tmp.mkdir()
 
     def invoke(self, *args: str, **kwargs):
-        return self.project.invoke(ENV, *args, **kwargs)
+        return self.project.invoke(self.env, *args, **kwargs)
 
     def app_says(self) -> tuple[int, str]:
-        return http(f"http://{record(self.project, ENV).endpoints['app']}/", timeout=5)
+        return http(f"http://{record(self.project, self.env).endpoints['app']}/", timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,25 @@ def rel(module_project):
         removed = remove_push_tags(state.tunnel_ports)
         if removed:
             print(f"removed {len(removed)} local tag(s) left by killed pushes: {', '.join(removed)}")
+
+
+@pytest.fixture(scope="module")
+def systemd_rel(tmp_path_factory):
+    """The whole stack on a host whose PID 1 is systemd, for the restart test."""
+    project = Project(tmp_path_factory.mktemp("systemd"))
+    state = Rel(project, "systemd")
+    project.inventory(state.env, SANDBOX_STACK + "sandbox: {init: systemd}\n")
+    try:
+        state.invoke("provision", "deploy")
+        yield state
+    finally:
+        state.invoke("teardown", "--yes", check=False)
+
+
+@pytest.fixture(params=SANDBOX_INITS)
+def any_rel(request) -> Rel:
+    """The classic host of the other tests, or the systemd one."""
+    return request.getfixturevalue({"classic": "rel", "systemd": "systemd_rel"}[request.param])
 
 
 def kill_deploy_after(rel: Rel, delay: float, name: str) -> str:
@@ -161,29 +183,35 @@ def test_a_deploy_cut_between_docker_rm_and_docker_run_converges(rel):
     assert "no changes (" in rel.invoke("deploy").stdout
 
 
-def test_after_a_host_restart_every_service_comes_back_and_the_registry_is_intact(rel):
-    with tunnel(rel.project, ENV, 5000) as url:
+def test_after_a_host_restart_every_service_comes_back_on_the_same_ports_and_the_registry_is_intact(any_rel):
+    rel = any_rel
+    with tunnel(rel.project, rel.env, 5000) as url:
         before = registry_contents(url)
     assert before["flask-hello"]
+    host_before = record(rel.project, rel.env)
 
-    client = docker.from_env()
-    host = client.containers.get(f"dockyard-{ENV}-web1")
+    host = docker.from_env().containers.get(host_before.provider["container"])
     host.stop()
     host.reload()
     assert host.status == "exited"
     started = time.monotonic()
-    assert "started dockyard-t-rel-web1 (was exited)" in rel.invoke("provision").stdout
+    assert f"started {host.name} (was exited)" in rel.invoke("provision").stdout
 
-    wait_for("every service healthy after the restart", lambda: all_healthy(rel.project, ENV))
+    wait_for("every service healthy after the restart", lambda: all_healthy(rel.project, rel.env))
     wait_for("the app answering", lambda: rel.app_says()[0] == 200)
-    print(f"\nhost restart: all services healthy and the app answering {time.monotonic() - started:.1f}s after start")
+    print(f"\nhost restart ({rel.env}): all services healthy and the app answering "
+          f"{time.monotonic() - started:.1f}s after start")
+    # a bookmarked URL still works, as a VM's address would
+    host_after = record(rel.project, rel.env)
+    assert (host_after.port, host_after.endpoints) == (host_before.port, host_before.endpoints)
     assert rel.app_says() == (200, f"Flask Hello world! Version {rel.version}\n")
-    webhook = record(rel.project, ENV).endpoints["webhook"]
-    assert http(f"http://{webhook}/healthz")[0] == 200
-    with tunnel(rel.project, ENV, 5000) as url:
+    assert http(f"http://{host_after.endpoints['webhook']}/healthz")[0] == 200
+    with tunnel(rel.project, rel.env, 5000) as url:
         assert registry_contents(url) == before
-    with tunnel(rel.project, ENV, 8080) as url:
+    with tunnel(rel.project, rel.env, 8080) as url:
         assert http(f"{url}/")[0] == 200
+    pid1 = host_run(rel.project, rel.env, "ps -o comm= -p 1").strip()
+    assert pid1 == {"classic": "sshd", "systemd": "systemd"}[rel.init]
 
     result = rel.invoke("deploy")
     assert "no changes (" in result.stdout, result.stdout
@@ -257,5 +285,5 @@ def test_requests_during_a_webhook_redeploy(rel):
 
 def test_teardown_leaves_nothing_labelled_behind(rel):
     rel.invoke("teardown", "--yes")
-    assert labelled(ENV) == {"containers": [], "volumes": [], "networks": []}
+    assert labelled(rel.project, ENV) == {"containers": [], "volumes": [], "networks": []}
     assert not (rel.project.state_dir / ENV).exists()

@@ -121,10 +121,14 @@ def open_ports(address: str) -> set[int]:
         return {port for port in pool.map(answers, range(1, 65536)) if port}
 
 
-def published() -> dict[int, set[str]]:
+def host_container(project):
+    """The sandbox host's container on this machine."""
+    return docker.from_env().containers.get(record(project, ENV).provider["container"])
+
+
+def published(project) -> dict[int, set[str]]:
     """Ports the sandbox host's container publishes on this machine: container port -> host addresses."""
-    container = docker.from_env().containers.get(f"dockyard-{ENV}-web1")
-    bindings = container.attrs["HostConfig"]["PortBindings"] or {}
+    bindings = host_container(project).attrs["HostConfig"]["PortBindings"] or {}
     return {int(port.split("/")[0]): {b["HostIp"] for b in bs} for port, bs in bindings.items()}
 
 
@@ -151,7 +155,7 @@ def test_only_the_app_and_the_webhook_are_reachable_from_outside_the_host(sec):
     assert http(f"http://{ip}:8000/")[1] == "Flask Hello world! Version 1\n"
     assert http(f"http://{ip}:9000/healthz")[0] == 200
     # the engine publishes SSH, the app and the webhook, on this machine's loopback only
-    assert published() == {port: {"127.0.0.1"} for port in PUBLIC_PORTS}
+    assert published(sec.project) == {port: {"127.0.0.1"} for port in PUBLIC_PORTS}
     assert serves(f"http://{host.endpoints['app']}/") and serves(f"http://{host.endpoints['webhook']}/healthz")
 
     inside = listening(sec.project)
@@ -170,15 +174,16 @@ def test_a_neighbour_cannot_reach_the_loopback_ports_by_sending_to_127_0_0_1(sec
     to 127.0.0.1 (moby/moby#45610): a neighbour on the host's network (here this machine, on the sandbox bridge)
     would reach the registry with a hand-made packet."""
     for role, port in LOOPBACK_PORTS.items():
-        assert loopback_syn(port) == "silent", f"{role}: a SYN to 127.0.0.1:{port} from the network was answered"
-    assert loopback_syn(8000, to=record(sec.project, ENV).provider["ip"]) == "answered"  # the probe works
+        assert loopback_syn(sec.project, port) == "silent", (
+            f"{role}: a SYN to 127.0.0.1:{port} from the network was answered")
+    assert loopback_syn(sec.project, 8000, to=record(sec.project, ENV).provider["ip"]) == "answered"  # the probe works
 
 
-def loopback_syn(port: int, to: str = "127.0.0.1") -> str:
+def loopback_syn(project, port: int, to: str = "127.0.0.1") -> str:
     """Send one TCP SYN for <to>:<port> to the host's MAC address from this machine's side of the bridge;
     `answered` (SYN-ACK), `reset` or `silent`. Needs root, like the rest of the e2e tests."""
     client = docker.from_env()
-    (attachment,) = client.containers.get(f"dockyard-{ENV}-web1").attrs["NetworkSettings"]["Networks"].values()
+    (attachment,) = host_container(project).attrs["NetworkSettings"]["Networks"].values()
     network = client.networks.get(attachment["NetworkID"])
     bridge = network.attrs["Options"].get("com.docker.network.bridge.name") or f"br-{network.id[:12]}"
     src, dst = socket.inet_aton(attachment["Gateway"]), socket.inet_aton(to)
@@ -236,12 +241,11 @@ def test_opening_the_registry_in_the_inventory_opens_it_and_closing_it_closes_it
     assert listening(sec.project)[5000] == {"127.0.0.1"}
     assert open_ports(ip) == PUBLIC_PORTS
     # the engine still publishes the port it was created with; nothing answers behind it
-    assert not serves(f"http://127.0.0.1:{published_port(5000)}/v2/")
+    assert not serves(f"http://127.0.0.1:{published_port(sec.project, 5000)}/v2/")
 
 
-def published_port(port: int) -> int:
-    container = docker.from_env().containers.get(f"dockyard-{ENV}-web1")
-    return int(container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"])
+def published_port(project, port: int) -> int:
+    return int(host_container(project).attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]["HostPort"])
 
 
 # -- the webhook under fuzzing ---------------------------------------------------------------------------------
