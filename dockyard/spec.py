@@ -137,3 +137,8 @@ class Target:
     def bind(self, role: str) -> str:
         """Open services listen on every interface; the rest only on the host's loopback."""
         return "0.0.0.0" if self.inventory.service(role).open_to else "127.0.0.1"
+
+    def publish(self, role: str, inside: dict[str, int]) -> tuple[str, ...]:
+        """`--publish` values: each port the inventory gives `role` (by key), to its port `inside` the container."""
+        service = self.inventory.service(role)
+        return tuple(f"{self.bind(role)}:{port}:{inside[key]}" for key, port in service.ports().items())

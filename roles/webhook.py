@@ -7,6 +7,7 @@ from dockyard.spec import CONFIG_ROOT, ContainerSpec, File, Health, Image, RoleS
 from roles import app
 
 CONFIG = f"{CONFIG_ROOT}/webhook/config.json"
+NAME = "dockyard-webhook"
 CONTAINER_PORT = 9000
 # On the host itself, so the audit log outlives the container and `app.history` reads it over SSH.
 HISTORY_DIR = app.LISTENER_DIR
@@ -14,14 +15,14 @@ HISTORY_FILE = f"{HISTORY_DIR}/history.jsonl"
 
 
 def declare(target: Target) -> RoleSpec:
-    port = target.inventory.services.webhook.port
     return RoleSpec(
         role="webhook",
         image=Image("webhook", build="images/webhook"),
         files=(File(CONFIG, template="webhook/config.json.j2", secret=True),),
         container=ContainerSpec(
-            name="dockyard-webhook",
-            ports=(f"{target.bind('webhook')}:{port}:{CONTAINER_PORT}",),
+            name=NAME,
+            # Docker Hub reaches /hooks/ through the proxy, the registry the listener on the docker network
+            ports=target.publish("webhook", {"port": CONTAINER_PORT}),
             volumes=(
                 "/var/run/docker.sock:/var/run/docker.sock",
                 f"{CONFIG}:/etc/dockyard-webhook/config.json:ro",
