@@ -25,6 +25,7 @@ BUILT = Built("dockyard/proxy:check", "sha256:check", cached=True)
 
 @pytest.fixture(scope="module")
 def door(module_project):
+    module_project.copy_sources()
     module_project.inventory(ENV, SANDBOX_STACK + f"  proxy: {{https_port: {HTTPS_PORT}}}\n")
     try:
         deployed = module_project.invoke(ENV, "provision", "deploy")
@@ -92,6 +93,18 @@ def test_hooks_reach_the_webhook_and_a_wrong_token_gets_a_4xx(door):
     assert right.status_code == 400 and right.json()["reason"] == "push_data missing or not an object"
     wrong = hook(project, "not-the-token")
     assert wrong.status_code == 404 and "X-Request-Id" in wrong.headers  # the listener's answer, not the app's
+
+
+def test_the_token_stays_out_of_the_proxy_log_when_the_webhook_is_down(door):
+    project, _, _ = door
+    token = project.env(ENV).state.secret("webhook_token")
+    host_run(project, ENV, "docker stop dockyard-webhook >/dev/null")
+    try:
+        assert hook(project, token).status_code == 502
+    finally:
+        host_run(project, ENV, "docker start dockyard-webhook >/dev/null")
+    log = host_run(project, ENV, "docker logs dockyard-proxy 2>&1")
+    assert '"uri":"/hooks/***"' in log and token not in log
 
 
 def test_only_ssh_and_the_proxy_are_published(door):

@@ -70,11 +70,12 @@ def test_the_app_is_the_imported_upstream_and_hooks_go_to_the_webhook():
     assert want.container.ports == ("0.0.0.0:80:80", "0.0.0.0:443:443")
     assert want.container.health.command() == "wget -q -O /dev/null http://127.0.0.1:2020/healthz"
     assert "\nhttp://127.0.0.1:2020 {\n\tbind 127.0.0.1\n\trespond /healthz \"ok\"\n}\n" in text
+    assert "\t\t\t\trequest>uri regexp ^/hooks/.* /hooks/***\n" in text  # the token stays out of the log
 
 
 def test_without_the_webhook_on_the_host_no_hooks_route():
     inv = parse({"provider": "sandbox", "hosts": {"web1": {"roles": ["proxy", "app"]}}})
-    assert "/hooks/" not in caddyfile(inv)
+    assert "handle /hooks/" not in caddyfile(inv)
 
 
 def test_a_real_host_without_a_domain_gets_the_internal_ca_for_its_address():
