@@ -139,3 +139,21 @@ def test_the_url_table_sends_the_app_and_hooks_through_the_proxy():
     env = FakeEnv(closed, [record(closed)])
     print_services(env)
     assert "web1  app          on the host only: services.proxy.open_to is empty" in env.out.stream.getvalue()
+
+
+def test_proxy_ca_fails_in_one_line_without_an_internal_ca_or_a_proxy(project):
+    static = "provider: static\nhosts: {web1: {address: 198.51.100.10, roles: %s}}\nservices: {proxy: %s}\n"
+    cases = {
+        "t-acme": (static % ("[proxy, app]", "{domain: app.example.com}"),
+                   "error: the proxy of t-acme gets its certificates by ACME from a public CA, which clients trust "
+                   "already; there is no internal CA to export (services.proxy.tls: internal would make one)\n"),
+        "t-plain": (static % ("[proxy, app]", "{tls: 'off'}"),
+                    "error: the proxy of t-plain serves plain HTTP (services.proxy.tls: off): there is no CA\n"),
+        "t-none": (static % ("[registry]", "{}"),
+                   f"error: no host of t-none runs the proxy role; check {project.inventory_dir / 't-none.yml'} "
+                   f"and `invoke hosts`\n"),
+    }
+    for env, (text, expected) in cases.items():
+        project.inventory(env, text)
+        result = project.invoke(env, "proxy.ca", check=False)
+        assert (result.returncode, result.stderr) == (1, expected)
