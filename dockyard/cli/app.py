@@ -2,8 +2,10 @@
 
 import shlex
 
+from dockyard import front_door
 from dockyard import release as releases
 from dockyard.cli import open_env, task
+from dockyard.errors import DockyardError
 
 
 @task(help={"version": "tag for the release (default: the git sha)", "timeout": "seconds to wait for it to serve"})
@@ -42,12 +44,17 @@ def logs(c, env=None, tail=50):
 
 @task
 def url(c, env=None):
-    """Where to point a Docker Hub webhook; the token itself stays in the state folder."""
+    """Where to point a Docker Hub webhook (through the proxy); the token itself stays in the state folder."""
     e = open_env(c, env)
     for record in e.hosts_with("webhook"):
-        address = record.endpoints.get("webhook", f"{record.address}:{e.inventory.services.webhook.port}")
+        base = front_door.url(e.inventory, record)
+        if base is None:
+            raise DockyardError(
+                f"{record.name}: the proxy is open to no network (services.proxy.open_to is empty), so Docker Hub "
+                f"cannot reach /hooks/; open it"
+            )
         secrets = e.state.dir / "secrets.json"
-        e.out.say(f"{record.name}: http://{address}/hooks/<token>  (token: webhook_token in {secrets})")
+        e.out.say(f"{record.name}: {base}/hooks/<token>  (token: webhook_token in {secrets})")
 
 
 
