@@ -4,7 +4,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from dockyard.cli import app, deploy, hosts, images, registry, scan
+from dockyard.cli import app, deploy, hosts, images, proxy, registry, scan
 
 ns = Collection(hosts.provision, deploy.plan, hosts.teardown)
 ns.add_collection(Collection("deploy", deploy.deploy, *deploy.ROLE_TASKS))
@@ -14,6 +14,7 @@ ns.add_collection(Collection("images", images.base, images.ship, images.push, sc
 ns.add_collection(Collection("registry", registry.ls, registry.tags, registry.rm, registry.gc, registry.tunnel))
 ns.add_collection(Collection("app", app.release, app.history))
 ns.add_collection(Collection("webhook", app.logs, app.url))
+ns.add_collection(Collection("proxy", proxy.ca))
 ns.configure({
     "dockyard": {
         "root": str(Path(__file__).resolve().parent),

@@ -20,12 +20,15 @@ from dockyard.errors import InventoryError
 PROVIDERS = ("sandbox", "aws", "static")
 IMAGE_SOURCES = ("auto", "online", "offline")
 # The deploy order: each service waits for the one before it to be healthy.
-ROLES = ("registry", "mirror", "registry_ui", "app", "webhook")
+ROLES = ("registry", "mirror", "registry_ui", "proxy", "app", "webhook")
 UI_KINDS = ("auto", "joxit", "console")
+TLS_CHOICES = ("auto", "internal", "off")
 DOCKER_INSTALL_METHODS = ("apt", "script")
 SANDBOX_INITS = ("classic", "systemd")
 ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PUBLIC = ("0.0.0.0/0",)
 
 
@@ -53,21 +56,36 @@ class Host:
     key: str | None = None
 
 
+class Service:
+    """What every service's settings answer: the host ports it takes."""
+
+    def ports(self) -> dict[str, int]:
+        """The ports the service publishes on its host, by inventory key."""
+        return {"port": self.port}
+
+
+class BehindProxy(Service):
+    """A service the proxy fronts: unless it is opened, it publishes no port at all, not even on 127.0.0.1."""
+
+    def ports(self) -> dict[str, int]:
+        return {"port": self.port} if self.open_to else {}
+
+
 @dataclass(frozen=True)
-class Registry:
+class Registry(Service):
     port: int = 5000
     open_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class Mirror:
+class Mirror(Service):
     port: int = 5001
     open_to: tuple[str, ...] = ()
     remote_url: str | None = None  # default: Docker Hub, as the Docker engine names it
 
 
 @dataclass(frozen=True)
-class RegistryUi:
+class RegistryUi(Service):
     port: int = 8080
     open_to: tuple[str, ...] = ()
     title: str = "dockyard registry"
@@ -75,18 +93,35 @@ class RegistryUi:
 
 
 @dataclass(frozen=True)
-class App:
-    port: int = 8000
+class Proxy(Service):
+    """The front door: Caddy, with TLS, in front of the app and the webhook's /hooks/."""
+
+    domain: str | None = None  # the site's name; without one, the host's address
+    tls: str = "auto"  # auto: ACME for a domain on a real host, else Caddy's internal CA; internal; off
+    email: str | None = None  # the ACME account's contact
+    http_port: int = 80
+    https_port: int = 443
     open_to: tuple[str, ...] = PUBLIC
+
+    def ports(self) -> dict[str, int]:
+        if self.tls == "off":
+            return {"http_port": self.http_port}
+        return {"http_port": self.http_port, "https_port": self.https_port}
+
+
+@dataclass(frozen=True)
+class App(BehindProxy):
+    port: int = 8000
+    open_to: tuple[str, ...] = ()
     repository: str = "flask-hello"  # repository in the private registry
     source: str = "apps/flask-hello"  # build context, relative to the project
     health_path: str = "/healthz"
 
 
 @dataclass(frozen=True)
-class Webhook:
+class Webhook(BehindProxy):
     port: int = 9000
-    open_to: tuple[str, ...] = PUBLIC
+    open_to: tuple[str, ...] = ()
     tags: tuple[str, ...] = ("*",)  # fnmatch patterns of tags allowed to trigger a redeploy
     hub_repository: str | None = None  # Docker Hub `repository.repo_name` allowed to trigger
     hub_pull: str | None = None  # what to pull for a Docker Hub trigger; default: hub_repository
@@ -98,6 +133,7 @@ class Services:
     registry: Registry = field(default_factory=Registry)
     mirror: Mirror = field(default_factory=Mirror)
     registry_ui: RegistryUi = field(default_factory=RegistryUi)
+    proxy: Proxy = field(default_factory=Proxy)
     app: App = field(default_factory=App)
     webhook: Webhook = field(default_factory=Webhook)
 
@@ -139,12 +175,29 @@ class Inventory:
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
 
-    def service(self, role: str):
+    def service(self, role: str) -> Service:
         return getattr(self.services, role)
 
+    def ports(self, host: Host) -> list[tuple[str, str, int]]:
+        """Every port the host's services publish: (role, inventory key, port)."""
+        return [(role, key, port) for role in host.roles for key, port in self.service(role).ports().items()]
+
     def open_ports(self, host: Host) -> dict[str, int]:
-        """The host's services that the world may reach (those with an `open_to` list): role -> port."""
-        return {role: self.service(role).port for role in host.roles if self.service(role).open_to}
+        """The host's ports the world may reach (those of services with an `open_to` list): name -> port."""
+        return {port_name(role, key): port for role, key, port in self.ports(host) if self.service(role).open_to}
+
+    def proxy_certificates(self) -> str:
+        """Where the proxy's certificates come from: `acme` (a public CA, for a domain on a real host),
+        `internal` (Caddy's own CA, which clients must be told to trust) or `off` (plain HTTP)."""
+        proxy = self.services.proxy
+        if proxy.tls == "auto":
+            return "acme" if proxy.domain and self.provider != "sandbox" else "internal"
+        return proxy.tls
+
+
+def port_name(role: str, key: str) -> str:
+    """A published port's name: the role for its `port`, `role.key` for the others (proxy.https_port)."""
+    return role if key == "port" else f"{role}.{key}"
 
 
 def inventory_path(inventory_dir: Path, env: str) -> Path:
@@ -251,10 +304,12 @@ def _check(inv: Inventory, fail) -> None:
     for role in ROLES:
         service = inv.service(role)
         key = f"services.{role}"
-        if not 1 <= service.port <= 65535:
-            fail(f"{key}.port", f"{service.port} is not a TCP port (1-65535)")
+        for name in (f.name for f in dataclasses.fields(service) if f.name.endswith("port")):
+            if not 1 <= getattr(service, name) <= 65535:
+                fail(f"{key}.{name}", f"{getattr(service, name)} is not a TCP port (1-65535)")
         for i, cidr in enumerate(service.open_to):
             _cidr(cidr, f"{key}.open_to[{i}]", fail)
+    _check_proxy(inv, fail)
     if inv.ssh.key:
         _key_file(inv.ssh.key, inv.path, "ssh.key", fail)
     for host in inv.hosts:
@@ -265,13 +320,16 @@ def _check(inv: Inventory, fail) -> None:
         if len(set(host.roles)) != len(host.roles):
             fail(f"{where}.roles", "lists a role twice")
         seen: dict[int, str] = {}
-        for role in host.roles:
-            port = inv.service(role).port
+        for role, key, port in inv.ports(host):
             if port in seen:
-                fail(f"services.{role}.port", f"{port} is already used by {seen[port]} on {host.name}; pick another")
-            seen[port] = role
+                fail(f"services.{role}.{key}", f"{port} is already used by {seen[port]} on {host.name}; pick another")
+            seen[port] = port_name(role, key)
         if "webhook" in host.roles and "app" not in host.roles:
             fail(f"{where}.roles", "webhook redeploys the app on its own host; add app to this host")
+        if "app" in host.roles and "proxy" not in host.roles:
+            fail(f"{where}.roles", "the app is served through the proxy on its own host; add proxy to this host")
+        if "proxy" in host.roles and "app" not in host.roles:
+            fail(f"{where}.roles", "the proxy fronts the app on its own host; add app to this host")
         if inv.provider == "static":
             if not host.address:
                 fail(f"{where}.address", "missing; a static host needs the address of your server")
@@ -292,9 +350,27 @@ def _check(inv: Inventory, fail) -> None:
             fail("aws.vpc_id", "set aws.subnet_id too: the subnet of that VPC the hosts go in")
         if inv.aws.key_name and not inv.ssh.key:
             fail("aws.key_name", "set ssh.key to that key pair's private key, or drop aws.key_name to use dockyard's")
-        for role in dict.fromkeys(r for host in inv.hosts for r in host.roles):
-            if inv.service(role).port == 22:
-                fail(f"services.{role}.port", "22 is SSH's port on aws hosts; pick another")
+        for host in inv.hosts:
+            for role, key, port in inv.ports(host):
+                if port == 22:
+                    fail(f"services.{role}.{key}", "22 is SSH's port on aws hosts; pick another")
+
+
+def _check_proxy(inv: Inventory, fail) -> None:
+    proxy = inv.services.proxy
+    _choose(proxy.tls, TLS_CHOICES, "services.proxy.tls", fail)
+    if proxy.domain is not None and not DOMAIN.match(proxy.domain):
+        fail("services.proxy.domain", f"{proxy.domain!r} is not a domain name like app.example.com (no scheme, "
+                                      f"no port, lowercase)")
+    if proxy.email is not None:
+        if not EMAIL.match(proxy.email):
+            fail("services.proxy.email", f"{proxy.email!r} is not an email address like ops@example.com")
+        if inv.proxy_certificates() != "acme":
+            fail("services.proxy.email", "only ACME uses it (tls: auto with a domain, on a host that is not a "
+                                         "sandbox); drop it, or set services.proxy.domain")
+    if inv.proxy_certificates() == "acme" and proxy.http_port != 80 and proxy.https_port != 443:
+        fail("services.proxy", f"ACME proves the domain on port 80 or 443, and the proxy takes "
+                               f"{proxy.http_port} and {proxy.https_port}; use http_port: 80 or https_port: 443")
 
 
 def _choose(value: str, allowed: tuple[str, ...], key: str, fail) -> None:

@@ -133,6 +133,9 @@ class Target:
     host: HostRecord
     online: bool  # images come from a registry (True) or are built from Debian packages (False)
 
-    def bind(self, role: str) -> str:
-        """Open services listen on every interface; the rest only on the host's loopback."""
-        return "0.0.0.0" if self.inventory.service(role).open_to else "127.0.0.1"
+    def publish(self, role: str, inside: dict[str, int]) -> tuple[str, ...]:
+        """`--publish` values: each port the inventory gives `role` (by key), to its port `inside` the container.
+        Open services listen on every interface; the rest only on the host's loopback."""
+        service = self.inventory.service(role)
+        address = "0.0.0.0" if service.open_to else "127.0.0.1"
+        return tuple(f"{address}:{port}:{inside[key]}" for key, port in service.ports().items())

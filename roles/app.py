@@ -3,7 +3,11 @@
 from dockyard import contract
 from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
 
+NAME = "dockyard-app"
 CONTAINER_PORT = 8000
+# gunicorn's --graceful-timeout in apps/flask-hello is 8 s: `docker stop` waits a little longer for in-flight
+# requests before it kills. 10 s is also Docker's default, which a container the webhook recreates gets.
+STOP_GRACE = 10
 # The webhook recreates the app from this file, so a redeploy keeps exactly what deploy declared.
 SPEC_FILE = f"{contract.HOST_APP_SPEC_DIR}/{contract.APP_SPEC_NAME}"
 # Deploy and the webhook listener both hold this lock while they replace the app, so they never do it at
@@ -19,8 +23,10 @@ def declare(target: Target) -> RoleSpec:
         files=(File(SPEC_FILE, template="app/container.json.j2"),),
         lock=REPLACE_LOCK,
         container=ContainerSpec(
-            name="dockyard-app",
-            ports=(f"{target.bind('app')}:{settings.port}:{CONTAINER_PORT}",),
+            name=NAME,
+            # reached through the proxy, on the docker network; published only when the inventory opens it
+            ports=target.publish("app", {"port": CONTAINER_PORT}),
             health=Health(CONTAINER_PORT, settings.health_path),
+            stop_timeout=STOP_GRACE,
         ),
     )

@@ -11,7 +11,6 @@ DOCKER_HUB = f"https://registry-1.{INDEX_NAME}"  # Docker Hub's registry endpoin
 
 
 def declare(target: Target) -> RoleSpec:
-    port = target.inventory.services.mirror.port
     return RoleSpec(
         role="mirror",
         image=registry.IMAGE,
@@ -23,7 +22,7 @@ def declare(target: Target) -> RoleSpec:
         ),
         container=ContainerSpec(
             name="dockyard-mirror",
-            ports=(f"{target.bind('mirror')}:{port}:{registry.CONTAINER_PORT}",),
+            ports=target.publish("mirror", {"port": registry.CONTAINER_PORT}),
             volumes=("dockyard-mirror-cache:/var/lib/registry", f"{CONFIG}:/etc/docker/registry/config.yml:ro"),
             health=Health(registry.CONTAINER_PORT, "/v2/"),
         ),

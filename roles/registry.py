@@ -10,14 +10,13 @@ CONTAINER_PORT = 5000
 
 
 def declare(target: Target) -> RoleSpec:
-    port = target.inventory.services.registry.port
     return RoleSpec(
         role="registry",
         image=IMAGE,
         files=(File(CONFIG, template="registry/config.yml.j2", secret=True),),
         container=ContainerSpec(
             name="dockyard-registry",
-            ports=(f"{target.bind('registry')}:{port}:{CONTAINER_PORT}",),
+            ports=target.publish("registry", {"port": CONTAINER_PORT}),
             volumes=("dockyard-registry-data:/var/lib/registry", f"{CONFIG}:/etc/docker/registry/config.yml:ro"),
             health=Health(CONTAINER_PORT, "/v2/"),
         ),

@@ -19,14 +19,13 @@ def kind(target: Target) -> str:
 
 def declare(target: Target) -> RoleSpec:
     settings = target.inventory.services.registry_ui
-    published = f"{target.bind('registry_ui')}:{settings.port}"
     if kind(target) == "joxit":
         return RoleSpec(
             role="registry_ui",
             image=JOXIT,
             container=ContainerSpec(
                 name="dockyard-registry-ui",
-                ports=(f"{published}:80",),
+                ports=target.publish("registry_ui", {"port": 80}),
                 env=(
                     ("NGINX_PROXY_PASS_URL", REGISTRY_URL), ("SINGLE_REGISTRY", "true"),
                     ("DELETE_IMAGES", "true"), ("REGISTRY_TITLE", settings.title),
@@ -39,7 +38,7 @@ def declare(target: Target) -> RoleSpec:
         image=CONSOLE,
         container=ContainerSpec(
             name="dockyard-registry-ui",
-            ports=(f"{published}:8080",),
+            ports=target.publish("registry_ui", {"port": 8080}),
             env=(("REGISTRY_URL", REGISTRY_URL), ("TITLE", settings.title)),
             health=Health(8080, "/healthz"),
         ),

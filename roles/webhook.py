@@ -7,6 +7,7 @@ from dockyard import contract
 from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
 
 CONFIG = f"{contract.CONFIG_ROOT}/webhook/config.json"
+NAME = "dockyard-webhook"
 CONTAINER_PORT = 9000
 # The listener imports the contract it shares with deploy: its image carries the very file.
 IMAGE = Image("webhook", build="images/webhook", modules=("dockyard.contract",))
@@ -15,14 +16,14 @@ HISTORY_FILE = f"{contract.HOST_LISTENER_DIR}/{contract.HISTORY_NAME}"
 
 
 def declare(target: Target) -> RoleSpec:
-    port = target.inventory.services.webhook.port
     return RoleSpec(
         role="webhook",
         image=IMAGE,
         files=(File(CONFIG, template="webhook/config.json.j2", secret=True),),
         container=ContainerSpec(
-            name="dockyard-webhook",
-            ports=(f"{target.bind('webhook')}:{port}:{CONTAINER_PORT}",),
+            name=NAME,
+            # Docker Hub reaches /hooks/ through the proxy, the registry the listener on the docker network
+            ports=target.publish("webhook", {"port": CONTAINER_PORT}),
             volumes=(
                 "/var/run/docker.sock:/var/run/docker.sock",
                 f"{CONFIG}:{contract.LISTENER_CONFIG}:ro",

@@ -1,8 +1,9 @@
 """app.* and webhook.*: releases, their audit trail, and the listener that performs them."""
 
+from dockyard import front_door, report
 from dockyard import release as releases
-from dockyard import report
 from dockyard.cli import open_env, task
+from dockyard.errors import DockyardError
 
 
 @task(help={"version": "tag for the release (default: the git sha)", "timeout": "seconds to wait for it to serve"})
@@ -32,9 +33,14 @@ def logs(c, env=None, tail=50):
 
 @task
 def url(c, env=None):
-    """Where to point a Docker Hub webhook; the token itself stays in the state folder."""
+    """Where to point a Docker Hub webhook (through the proxy); the token itself stays in the state folder."""
     env = open_env(c, env)
     for record in env.hosts_with("webhook"):
-        address = record.endpoints.get("webhook", f"{record.address}:{env.inventory.services.webhook.port}")
+        base = front_door.url(env.inventory, record)
+        if base is None:
+            raise DockyardError(
+                f"{record.name}: the proxy is open to no network (services.proxy.open_to is empty), so Docker Hub "
+                f"cannot reach /hooks/; open it"
+            )
         secrets = env.state.dir / "secrets.json"
-        env.out.say(f"{record.name}: http://{address}/hooks/<token>  (token: webhook_token in {secrets})")
+        env.out.say(f"{record.name}: {base}/hooks/<token>  (token: webhook_token in {secrets})")

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -18,12 +19,15 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from dockyard import deploy, facts
+from dockyard import deploy, facts, front_door
 from dockyard.providers.sandbox import project_id
 from dockyard.state import State
 from tests.conftest import REPO, Project
 
-CONTAINERS = ("dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "dockyard-app", "dockyard-webhook")
+CONTAINERS = (
+    "dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "dockyard-proxy", "dockyard-app",
+    "dockyard-webhook",
+)
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
 
@@ -94,11 +98,13 @@ def remove_push_tags(ports: set[int]) -> list[str]:
     return removed
 
 
-def http(url: str, method: str = "GET", data: bytes | None = None, headers=None, timeout: float = 10):
-    """(status, body); an HTTP error status is an answer too."""
+def http(url: str, method: str = "GET", data: bytes | None = None, headers=None, timeout: float = 10,
+         ca: Path | None = None):
+    """(status, body); an HTTP error status is an answer too. https is verified against `ca`, a CA file."""
     request = urllib.request.Request(url, method=method, data=data, headers=headers or {})
+    context = ssl.create_default_context(cafile=ca) if ca else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -129,6 +135,13 @@ def can_connect(address: str, port: int, timeout: float = 2) -> bool:
 def record(project: Project, env: str):
     (host,) = project.env(env).hosts()
     return host
+
+
+def door(project: Project, env: str) -> tuple[str, Path]:
+    """The proxy's https URL on the environment's one host, and a file with its internal CA's root."""
+    e = project.env(env)
+    (host,) = e.hosts()
+    return front_door.url(e.inventory, host), front_door.export_ca(e, None)
 
 
 def host_run(project: Project, env: str, script: str) -> str:

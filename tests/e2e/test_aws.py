@@ -30,7 +30,7 @@ def cloud(module_project, tmp_path_factory):
             (machine,) = module_project.env(BOX).hosts()
             monkeypatch.setattr(elastic_network_interfaces, "random_public_ip", lambda: machine.provider["ip"])
             fake_aws.aws_inventory(
-                module_project, ENV, {"web1": {"roles": ["app"]}},
+                module_project, ENV, {"web1": {"roles": ["proxy", "app"]}},
                 aws={"endpoint_url": endpoint}, ssh={"key": str(module_project.state_dir / BOX / "id_ed25519")},
             )
             yield fake_aws.ec2(endpoint)
@@ -53,7 +53,7 @@ def test_provision_launches_an_instance_and_waits_until_ssh_lets_us_in(project, 
     assert f"ubuntu@{address}" in result.stdout
     assert (project.state_dir / ENV / "known_hosts").read_text().startswith("web1 ssh-ed25519 ")
     (record,) = project.env(ENV).hosts()
-    assert record.endpoints == {"app": f"{address}:8000"}
+    assert record.endpoints == {"proxy.http_port": f"{address}:80", "proxy.https_port": f"{address}:443"}
 
 
 def test_docker_install_reaches_the_recorded_host(project):

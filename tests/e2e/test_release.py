@@ -1,6 +1,7 @@
 """Releases and webhook redeploys on a sandbox host, from a push to the new version serving."""
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -9,6 +10,7 @@ import docker
 import pytest
 
 from tests.conftest import REPO
+from tests.e2e.helpers import door
 
 ENV = "t-release"
 RELEASE_BOUND_SECONDS = 60
@@ -42,15 +44,20 @@ def set_app(project, version: int, healthy: bool = True) -> None:
     (project.sources / "apps" / "flask-hello" / "app.py").write_text(text)
 
 
-def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def trusted(project) -> ssl.SSLContext:
+    """https verified against the proxy's internal CA."""
+    return ssl.create_default_context(cafile=door(project, ENV)[1])
+
+
+def get(url: str, context: ssl.SSLContext) -> str:
+    with urllib.request.urlopen(url, timeout=5, context=context) as response:
         return response.read().decode()
 
 
-def post(url: str, body: bytes, content_type: str = "application/json") -> int:
+def post(url: str, body: bytes, context: ssl.SSLContext, content_type: str = "application/json") -> int:
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return response.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -59,13 +66,11 @@ def post(url: str, body: bytes, content_type: str = "application/json") -> int:
 
 
 def app_url(project) -> str:
-    (record,) = project.env(ENV).hosts()
-    return f"http://{record.endpoints['app']}/"
+    return f"{door(project, ENV)[0]}/"
 
 
 def hook_url(project, token: str) -> str:
-    (record,) = project.env(ENV).hosts()
-    return f"http://{record.endpoints['webhook']}/hooks/{token}"
+    return f"{door(project, ENV)[0]}/hooks/{token}"
 
 
 def app_container(project) -> tuple[str, str]:
@@ -75,11 +80,11 @@ def app_container(project) -> tuple[str, str]:
         return tuple(conn.run("docker inspect --format '{{.Id}} {{.State.StartedAt}}' dockyard-app").split())
 
 
-def wait_for(url: str, text: str, seconds: float) -> float:
+def wait_for(url: str, context: ssl.SSLContext, text: str, seconds: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         try:
-            if text in get(url):
+            if text in get(url, context):
                 return time.monotonic() - started
         except OSError:
             pass
@@ -96,7 +101,7 @@ def hub_payload(tag: str, repo_name: str = "acme/flask-hello") -> bytes:
 
 
 def test_deploy_serves_version_1(stack):
-    assert get(app_url(stack)) == "Flask Hello world! Version 1\n"
+    assert get(app_url(stack), trusted(stack)) == "Flask Hello world! Version 1\n"
 
 
 def test_release_serves_version_2_within_a_bounded_time(stack):
@@ -105,7 +110,7 @@ def test_release_serves_version_2_within_a_bounded_time(stack):
     result = stack.invoke(ENV, "app.release", "--version", "v2")
     took = time.monotonic() - started
     assert "flask-hello:v2 serving (push" in result.stdout
-    assert get(app_url(stack)) == "Flask Hello world! Version 2\n"
+    assert get(app_url(stack), trusted(stack)) == "Flask Hello world! Version 2\n"
     print(f"\nrelease v2: {took:.1f}s from `invoke app.release` to serving ({result.stdout.strip().splitlines()[-1]})")
     assert took < RELEASE_BOUND_SECONDS
 
@@ -113,10 +118,11 @@ def test_release_serves_version_2_within_a_bounded_time(stack):
 def test_a_docker_hub_payload_with_the_right_token_redeploys(stack):
     set_app(stack, 3)
     stack.invoke(ENV, "app.release", "--version", "v3")
-    assert get(app_url(stack)) == "Flask Hello world! Version 3\n"
+    context = trusted(stack)
+    assert get(app_url(stack), context) == "Flask Hello world! Version 3\n"
     token = json.loads((stack.state_dir / ENV / "secrets.json").read_text())["webhook_token"]
-    assert post(hook_url(stack, token), hub_payload("v2")) == 202
-    took = wait_for(app_url(stack), "Version 2", 60)
+    assert post(hook_url(stack, token), hub_payload("v2"), context) == 202
+    took = wait_for(app_url(stack), context, "Version 2", 60)
     print(f"\nDocker Hub trigger to Version 2 serving: {took:.1f}s")
     # the listener writes its entry once Docker calls the new container healthy, just after it serves
     for _ in range(30):
@@ -137,11 +143,12 @@ def test_bad_triggers_are_refused_and_leave_the_app_untouched(stack, case):
         "malformed JSON": (hook_url(stack, token), b'{"push_data": {"tag": "v3"'),
         "10 MB body": (hook_url(stack, token), b"{" + b" " * (10 * 1024 * 1024) + b"}"),
     }[case]
-    status = post(url, body)
+    context = trusted(stack)
+    status = post(url, body, context)
     assert status == 0 or 400 <= status < 500
     time.sleep(2)  # a redeploy, had one been queued, would have begun by now
     assert app_container(stack) == before
-    assert get(app_url(stack)) == "Flask Hello world! Version 2\n"
+    assert get(app_url(stack), context) == "Flask Hello world! Version 2\n"
 
 
 def test_a_broken_release_leaves_version_2_serving_and_shows_in_history(stack):
@@ -150,7 +157,7 @@ def test_a_broken_release_leaves_version_2_serving_and_shows_in_history(stack):
     assert result.returncode == 1
     assert "release flask-hello:v4 failed" in result.stderr
     assert "the previous version still serves" in result.stderr
-    assert get(app_url(stack)) == "Flask Hello world! Version 2\n"
+    assert get(app_url(stack), trusted(stack)) == "Flask Hello world! Version 2\n"
     history = stack.invoke(ENV, "app.history").stdout
     assert "rolled-back" in history and "v4" in history
 
@@ -163,13 +170,13 @@ def test_a_later_deploy_of_the_released_source_keeps_the_app_running(stack):
     assert "web1       app          changed" in result.stdout
     assert "tag 127.0.0.1:5000/flask-hello:deploy-" in result.stdout
     assert app_container(stack) == before
-    assert get(app_url(stack)) == "Flask Hello world! Version 2\n"
+    assert get(app_url(stack), trusted(stack)) == "Flask Hello world! Version 2\n"
     assert "no changes" in stack.invoke(ENV, "deploy").stdout
 
 
-def test_the_webhook_container_holds_the_docker_socket_and_nothing_else_is_published(stack):
+def test_the_webhook_container_holds_the_docker_socket_and_only_ssh_and_the_proxy_are_published(stack):
     env = stack.env(ENV)
     (record,) = env.hosts()
     container = docker.from_env().containers.get(record.provider["container"])
     published = {p.split("/")[0] for p, b in container.attrs["NetworkSettings"]["Ports"].items() if b}
-    assert published == {"22", "8000", "9000"}
+    assert published == {"22", "80", "443"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import subprocess
 import threading
 import time
@@ -23,6 +24,7 @@ from tests.conftest import SANDBOX_STACK, Project
 from tests.e2e.helpers import (
     CONTAINERS,
     all_healthy,
+    door,
     host_run,
     http,
     kill_group,
@@ -63,7 +65,8 @@ class Rel:
         return self.project.invoke(self.env, *args, **kwargs)
 
     def app_says(self) -> tuple[int, str]:
-        return http(f"http://{record(self.project, self.env).endpoints['app']}/", timeout=5)
+        url, ca = door(self.project, self.env)
+        return http(f"{url}/", timeout=5, ca=ca)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +208,9 @@ def test_after_a_host_restart_every_service_comes_back_on_the_same_ports_and_the
     host_after = record(rel.project, rel.env)
     assert (host_after.port, host_after.endpoints) == (host_before.port, host_before.endpoints)
     assert rel.app_says() == (200, f"Flask Hello world! Version {rel.version}\n")
-    assert http(f"http://{host_after.endpoints['webhook']}/healthz")[0] == 200
+    url, ca = door(rel.project, rel.env)
+    status, answer = http(f"{url}/hooks/not-the-token", "POST", b"{}", {"Content-Type": "application/json"}, ca=ca)
+    assert (status, json.loads(answer)["reason"]) == (404, "not found")  # the listener's answer, through the proxy
     with tunnel(rel.project, rel.env, 5000) as url:
         assert registry_contents(url) == before
     with tunnel(rel.project, rel.env, 8080) as url:
@@ -239,8 +244,7 @@ def test_requests_during_a_webhook_redeploy(rel):
     # A registry notification for the v101 already pushed starts a real redeploy at a known moment: pull,
     # stop the old container, start the new one, wait for its health check.
     e = rel.project.env(ENV)
-    host = record(rel.project, ENV)
-    app_url = f"http://{host.endpoints['app']}/"
+    url, ca = door(rel.project, ENV)
     pace = max(redeploy_seconds, 3.0) * 1.5 / LOAD_REQUESTS
     results: list[tuple[float, int | str]] = []
 
@@ -248,7 +252,7 @@ def test_requests_during_a_webhook_redeploy(rel):
         for _ in range(LOAD_REQUESTS):
             sent = time.monotonic()
             try:
-                status, _ = http(app_url, timeout=5)
+                status, _ = http(f"{url}/", timeout=5, ca=ca)
             except Exception as error:  # refused, reset, timed out: a failed request
                 status = type(error).__name__
             results.append((sent, status))
@@ -258,15 +262,19 @@ def test_requests_during_a_webhook_redeploy(rel):
         "action": "push",
         "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
                    "repository": "flask-hello", "tag": "v101"},
-    }]}).encode()
+    }]})
+    # as the registry sends it, from its own container on the docker network: the listener publishes no port
+    notify = shlex.join([
+        "docker", "exec", "dockyard-registry", "wget", "-q", "-O", "-",
+        "--header", f"Authorization: Bearer {e.state.secret('notify_token')}",
+        "--header", "Content-Type: application/vnd.docker.distribution.events.v1+json",
+        "--post-data", body, "http://dockyard-webhook:9000/registry/events",
+    ])
     loader = threading.Thread(target=load)
     loader.start()
     posted = time.monotonic()
-    status, answer = http(f"http://{host.endpoints['webhook']}/registry/events", "POST", body, {
-        "Authorization": f"Bearer {e.state.secret('notify_token')}",
-        "Content-Type": "application/vnd.docker.distribution.events.v1+json",
-    })
-    assert status == 202, answer
+    answer = host_run(rel.project, ENV, notify)  # wget fails on any status but 2xx
+    assert json.loads(answer)["status"] == "queued", answer
     loader.join()
 
     entry = wait_for("the redeploy's history line", lambda: (h := history(rel))[seen:] and h[-1], timeout=60)

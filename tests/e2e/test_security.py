@@ -18,16 +18,20 @@ import subprocess
 import tarfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import docker
+import paramiko
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import REPO
-from tests.e2e.helpers import can_connect, host_run, http, inspect, record, set_app_version, wait_for
+from tests.e2e.helpers import can_connect, door, host_run, http, inspect, record, set_app_version, wait_for
 
 ENV = "t-sec"
 INVENTORY = """\
@@ -42,7 +46,7 @@ INVENTORY = """\
         hub_pull: 127.0.0.1:5000/flask-hello
     """
 REGISTRY_OPEN = "  registry: {open_to: [0.0.0.0/0]}"
-PUBLIC_PORTS = {22, 8000, 9000}  # SSH is how the provider reaches a host; app and webhook are open_to everyone
+PUBLIC_PORTS = {22, 80, 443}  # SSH is how the provider reaches a host; the proxy fronts the app and /hooks/
 LOOPBACK_PORTS = {"registry": 5000, "mirror": 5001, "registry_ui": 8080}
 HISTORY = "/var/lib/dockyard/webhook/history.jsonl"
 
@@ -93,8 +97,24 @@ class Sec:
     def notify_token(self) -> str:
         return self.project.env(ENV).state.secret("notify_token")
 
-    def webhook(self) -> str:
-        return record(self.project, ENV).endpoints["webhook"]
+    @contextmanager
+    def listener(self) -> Iterator[Callable[[], paramiko.Channel]]:
+        """Connections to the webhook listener as the registry makes them, on the host's docker network (it
+        publishes no port): each one a channel of one SSH connection to the host."""
+        e = self.project.env(ENV)
+        (host,) = e.hosts()
+        with e.connect(host) as conn:
+            networks = json.loads(conn.run("docker inspect --format '{{json .NetworkSettings.Networks}}' "
+                                           "dockyard-webhook"))
+            address = (networks["dockyard"]["IPAddress"], 9000)
+            transport = conn.connection.client.get_transport()
+
+            def connect() -> paramiko.Channel:
+                channel = transport.open_channel("direct-tcpip", address, ("127.0.0.1", 0))
+                channel.settimeout(15)
+                return channel
+
+            yield connect
 
 
 @pytest.fixture(scope="module")
@@ -148,20 +168,22 @@ def serves(url: str) -> bool:
         return False
 
 
-def test_only_the_app_and_the_webhook_are_reachable_from_outside_the_host(sec):
+def test_only_ssh_and_the_proxy_are_reachable_from_outside_the_host(sec):
     host = record(sec.project, ENV)
     ip = host.provider["ip"]
     assert open_ports(ip) == PUBLIC_PORTS
-    assert http(f"http://{ip}:8000/")[1] == "Flask Hello world! Version 1\n"
-    assert http(f"http://{ip}:9000/healthz")[0] == 200
-    # the engine publishes SSH, the app and the webhook, on this machine's loopback only
+    redirect = requests.get(f"http://{ip}/", allow_redirects=False, timeout=5)
+    assert (redirect.status_code, redirect.headers["Location"]) == (301, f"https://{ip}/")
+    # the engine publishes SSH and the proxy, on this machine's loopback only
     assert published(sec.project) == {port: {"127.0.0.1"} for port in PUBLIC_PORTS}
-    assert serves(f"http://{host.endpoints['app']}/") and serves(f"http://{host.endpoints['webhook']}/healthz")
+    url, ca = door(sec.project, ENV)
+    assert http(f"{url}/", ca=ca) == (200, "Flask Hello world! Version 1\n")
 
     inside = listening(sec.project)
     for role, port in LOOPBACK_PORTS.items():
         assert inside[port] == {"127.0.0.1"}, f"{role} listens on {inside[port]}"
-    assert inside[8000] == inside[9000] == {"0.0.0.0"}
+    assert inside[80] == inside[443] == {"0.0.0.0"}
+    assert 8000 not in inside and 9000 not in inside  # the app and the listener: on the docker network only
     bindings = {name: item["HostConfig"]["PortBindings"] for name, item in inspect(
         sec.project, ENV, "dockyard-registry", "dockyard-mirror", "dockyard-registry-ui").items()}
     assert {b["HostIp"] for ports in bindings.values() for bs in ports.values() for b in bs} == {"127.0.0.1"}
@@ -176,7 +198,7 @@ def test_a_neighbour_cannot_reach_the_loopback_ports_by_sending_to_127_0_0_1(sec
     for role, port in LOOPBACK_PORTS.items():
         assert loopback_syn(sec.project, port) == "silent", (
             f"{role}: a SYN to 127.0.0.1:{port} from the network was answered")
-    assert loopback_syn(sec.project, 8000, to=record(sec.project, ENV).provider["ip"]) == "answered"  # the probe works
+    assert loopback_syn(sec.project, 443, to=record(sec.project, ENV).provider["ip"]) == "answered"  # the probe works
 
 
 def loopback_syn(project, port: int, to: str = "127.0.0.1") -> str:
@@ -380,9 +402,9 @@ def webhook_requests(draw, hub: str, notify: str):
     return method, path, headers, body, chunked
 
 
-def send(address: str, method: str, path: str, headers: dict, body: bytes, chunked: bool) -> tuple[int, bytes]:
+def send(connect: Callable[[], paramiko.Channel], method: str, path: str, headers: dict, body: bytes,
+         chunked: bool) -> tuple[int, bytes]:
     """One request on its own connection, byte for byte as given; (status, response). Status 0: no answer."""
-    host, port = address.rsplit(":", 1)
     lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), "Connection: close"]
     if chunked:
         lines.append("Transfer-Encoding: chunked")
@@ -390,7 +412,7 @@ def send(address: str, method: str, path: str, headers: dict, body: bytes, chunk
     else:
         lines.append(f"Content-Length: {len(body)}")
         payload = body
-    with socket.create_connection((host, int(port)), timeout=15) as sock:
+    with connect() as sock:
         sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + payload)
         answer = b""
         while chunk := sock.recv(65536):
@@ -420,7 +442,6 @@ def webhook_state(sec) -> dict:
 
 def test_the_webhook_survives_fuzzing_and_redeploys_nothing(sec):
     hub, notify = sec.hub_token(), sec.notify_token()
-    address = sec.webhook()
     before = webhook_state(sec)
     since = host_run(sec.project, ENV, "date -u +%Y-%m-%dT%H:%M:%SZ").strip()
     answers: dict[int, int] = {}
@@ -431,7 +452,7 @@ def test_the_webhook_survives_fuzzing_and_redeploys_nothing(sec):
     @given(request=webhook_requests(hub, notify))
     def fuzz(request):
         method, path, headers, body, chunked = request
-        status, answer = send(address, method, path, headers, body, chunked)
+        status, answer = send(connect, method, path, headers, body, chunked)
         answers[status] = answers.get(status, 0) + 1
         routes[path.partition("?")[0].lstrip("/").split("/")[0][:8] or "/"] += 1
         route = path.partition("?")[0]
@@ -446,10 +467,11 @@ def test_the_webhook_survives_fuzzing_and_redeploys_nothing(sec):
             assert 400 <= status < 500, answer[:300]
 
     started = time.monotonic()
-    fuzz()
+    with sec.listener() as connect:
+        fuzz()
+        assert send(connect, "GET", "/healthz", {"Host": "fuzz"}, b"", False)[0] == 200
     print(f"\nfuzzed the webhook with {sum(answers.values())} requests in {time.monotonic() - started:.1f}s; "
           f"answers: {dict(sorted(answers.items()))}; first path segments: {dict(routes.most_common(5))}")
-    assert http(f"http://{address}/healthz")[0] == 200
     assert webhook_state(sec) == before
     log = host_run(sec.project, ENV, f"docker logs --since {since} dockyard-webhook 2>&1")
     assert "Traceback" not in log
@@ -461,21 +483,24 @@ def test_no_secret_in_any_output_log_or_tracked_file(sec):
     """A full run, then every secret the environment ever held is looked for wherever text ends up."""
     set_app_version(sec.project, 2)
     sec.invoke("app.release", "--version", "v2")
-    hub, notify, address = sec.hub_token(), sec.notify_token(), sec.webhook()
+    hub, notify = sec.hub_token(), sec.notify_token()
+    url, ca = door(sec.project, ENV)
     seen = webhook_state(sec)["history lines"]
     hub_push = json.dumps({
         "push_data": {"tag": "v2"}, "repository": {"repo_name": HUB_REPOSITORY, "namespace": "acme"},
         "callback_url": "http://127.0.0.1:9/callback",
     }).encode()
     as_json = {"Content-Type": "application/json"}
-    assert http(f"http://{address}/hooks/{hub[:-1]}", "POST", hub_push, as_json)[0] == 404  # a near miss
-    assert http(f"http://{address}/hooks/{hub}x", "POST", hub_push, as_json)[0] == 404
-    assert http(f"http://{address}/hooks/{hub}", "POST", hub_push, as_json)[0] == 202
+    assert http(f"{url}/hooks/{hub[:-1]}", "POST", hub_push, as_json, ca=ca)[0] == 404  # a near miss
+    assert http(f"{url}/hooks/{hub}x", "POST", hub_push, as_json, ca=ca)[0] == 404
+    assert http(f"{url}/hooks/{hub}", "POST", hub_push, as_json, ca=ca)[0] == 202
     events = json.dumps({"events": [{"action": "push", "target": {"repository": "other", "tag": "v2"}}]}).encode()
-    assert http(f"http://{address}/registry/events", "POST", events,
-                {**as_json, "Authorization": f"Bearer {notify[:-1]}"})[0] == 401
-    assert http(f"http://{address}/registry/events", "POST", events,
-                {**as_json, "Authorization": f"Bearer {notify}"})[0] == 200
+    with sec.listener() as connect:
+        headers = {"Host": "dockyard-webhook:9000", **as_json}
+        assert send(connect, "POST", "/registry/events", {**headers, "Authorization": f"Bearer {notify[:-1]}"},
+                    events, False)[0] == 401
+        assert send(connect, "POST", "/registry/events", {**headers, "Authorization": f"Bearer {notify}"},
+                    events, False)[0] == 200
     wait_for("the Docker Hub redeploy's history line", lambda: webhook_state(sec)["history lines"] > seen, 90)
     for command in (("registry.ls",), ("registry.tags", "flask-hello"), ("app.history",), ("webhook.logs",),
                     ("webhook.url",), ("hosts",), ("plan",), ("deploy",)):

@@ -1,6 +1,7 @@
 """The whole stack on a sandbox host: provision deploy from nothing, probe each service, converge again."""
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -10,9 +11,9 @@ import pytest
 
 from dockyard import deploy
 from tests.conftest import SANDBOX_STACK
+from tests.e2e.helpers import CONTAINERS, door
 
 ENV = "t-stack"
-CONTAINERS = ("dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "dockyard-app", "dockyard-webhook")
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +28,11 @@ def stack(module_project):
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
 
-def http(url: str, method: str = "GET", data: bytes | None = None, headers=None) -> tuple[int, str]:
+def http(url: str, method: str = "GET", data: bytes | None = None, headers=None, ca=None) -> tuple[int, str]:
     request = urllib.request.Request(url, method=method, data=data, headers=headers or {})
+    context = ssl.create_default_context(cafile=ca) if ca else None
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -54,17 +56,17 @@ def started_at(project) -> dict[str, str]:
 
 def test_cold_deploy_reports_each_step_and_the_service_urls(stack):
     _, result = stack
-    for role in ("docker", "registry", "mirror", "registry_ui", "app", "webhook"):
+    for role in ("docker", "registry", "mirror", "registry_ui", "proxy", "app", "webhook"):
         assert f"web1       {role:<12} changed" in result.stdout
     assert "host  service      url" in result.stdout
     assert "web1  registry     127.0.0.1:5000 on the host (invoke registry.tunnel)" in result.stdout
 
 
-def test_the_app_answers_version_1_on_its_published_port(stack):
+def test_the_app_answers_version_1_through_the_proxy(stack):
     project, _ = stack
-    (record,) = project.env(ENV).hosts()
-    assert http(f"http://{record.endpoints['app']}/") == (200, "Flask Hello world! Version 1\n")
-    status, body = http(f"http://{record.endpoints['app']}/healthz")
+    url, ca = door(project, ENV)
+    assert http(f"{url}/", ca=ca) == (200, "Flask Hello world! Version 1\n")
+    status, body = http(f"{url}/healthz", ca=ca)
     assert status == 200 and json.loads(body)["status"] == "ok"
 
 
@@ -98,10 +100,11 @@ def test_the_ui_page_loads(stack):
     assert "dockyard registry" in body
 
 
-def test_the_webhook_health_endpoint_answers(stack):
+def test_the_webhook_answers_hooks_through_the_proxy(stack):
     project, _ = stack
-    (record,) = project.env(ENV).hosts()
-    assert http(f"http://{record.endpoints['webhook']}/healthz")[0] == 200
+    url, ca = door(project, ENV)
+    status, body = http(f"{url}/hooks/not-the-token", "POST", b"{}", {"Content-Type": "application/json"}, ca=ca)
+    assert (status, json.loads(body)["reason"]) == (404, "not found")
 
 
 def test_a_second_deploy_restarts_nothing(stack):

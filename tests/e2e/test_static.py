@@ -21,7 +21,7 @@ def static(module_project):
             provider: static
             hosts:
               web1:
-                roles: [app]
+                roles: [proxy, app]
                 address: 127.0.0.1
                 port: {server.port}
                 user: ubuntu
@@ -41,7 +41,7 @@ def test_provision_logs_in_and_pins_the_host_key(static):
     assert pinned == (static.state_dir / BOX / "known_hosts").read_text()  # the very same server
     (record,) = static.env(ENV).state.hosts()
     assert record.key == str(static.state_dir / BOX / "id_ed25519")
-    assert record.endpoints == {"app": "127.0.0.1:8000"}
+    assert record.endpoints == {"proxy.http_port": "127.0.0.1:80", "proxy.https_port": "127.0.0.1:443"}
 
 
 def test_a_second_provision_changes_nothing(static):

@@ -21,7 +21,8 @@ from tests import fake_aws
 from tests.conftest import output
 
 ENV = "t-aws"
-WEB1 = {"web1": {"roles": ["registry", "app", "webhook"]}}
+WEB1 = {"web1": {"roles": ["registry", "proxy", "app", "webhook"]}}
+FRONT = {"roles": ["proxy", "app"]}  # the app with the proxy in front, as every app host has
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def tags(resource: dict) -> dict[str, str]:
 # -- creating -------------------------------------------------------------------------------------------------
 def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_host(cloud, declare):
     env = declare(
-        {**WEB1, "web2": {"roles": ["app"]}},
+        {**WEB1, "web2": FRONT},
         services={"registry": {"open_to": ["10.0.0.0/8"]}, "app": {"open_to": ["0.0.0.0/0", "::/0"]}},
     )
     records = Aws(env).ensure_hosts()
@@ -76,15 +77,16 @@ def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_hos
     (group,) = found["security_groups"]
     assert group["GroupName"] == "dockyard-t-aws"
     assert rules(cloud, group["GroupId"]) == {
-        (22, fake_aws.SSH_CIDR), (5000, "10.0.0.0/8"), (8000, "0.0.0.0/0"), (8000, "::/0"), (9000, "0.0.0.0/0"),
+        (22, fake_aws.SSH_CIDR), (5000, "10.0.0.0/8"), (80, "0.0.0.0/0"), (443, "0.0.0.0/0"), (8000, "0.0.0.0/0"),
+        (8000, "::/0"),
     }
 
     instances = sorted(found["instances"], key=lambda i: tags(i)["dockyard:host"])
     assert [tags(i) for i in instances] == [
         {"Name": "dockyard-t-aws-web1", "managed-by": "dockyard", "dockyard:env": ENV, "dockyard:host": "web1",
-         "dockyard:role": "registry,app,webhook"},
+         "dockyard:role": "registry,proxy,app,webhook"},
         {"Name": "dockyard-t-aws-web2", "managed-by": "dockyard", "dockyard:env": ENV, "dockyard:host": "web2",
-         "dockyard:role": "app"},
+         "dockyard:role": "proxy,app"},
     ]
     web1 = instances[0]
     assert web1["InstanceType"] == "t3.small" and web1["KeyName"] == "dockyard-t-aws"
@@ -96,7 +98,9 @@ def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_hos
 
     ip = web1["PublicIpAddress"]
     assert records[0].address == ip and records[0].port == 22 and records[0].user == "ubuntu"
-    assert records[0].endpoints == {"app": f"{ip}:8000", "webhook": f"{ip}:9000", "registry": f"{ip}:5000"}
+    assert records[0].endpoints == {
+        "registry": f"{ip}:5000", "proxy.http_port": f"{ip}:80", "proxy.https_port": f"{ip}:443", "app": f"{ip}:8000",
+    }
     assert records[0].provider == {
         "instance_id": web1["InstanceId"], "region": "us-east-1", "public_dns": web1["PublicDnsName"],
         "public_ip": ip, "security_group": group["GroupId"], "key_pair": "dockyard-t-aws",
@@ -116,7 +120,7 @@ def test_a_second_run_changes_nothing(cloud, declare):
     lines = output(again).splitlines()
     assert lines[0].startswith("-          aws          ok        key pair dockyard-t-aws matches ")
     assert lines[1].startswith("-          aws          ok        security group dockyard-t-aws (sg-")
-    assert lines[1].endswith(f"opens 22 to {fake_aws.SSH_CIDR}, 8000 to 0.0.0.0/0, 9000 to 0.0.0.0/0")
+    assert lines[1].endswith(f"opens 22 to {fake_aws.SSH_CIDR}, 80 to 0.0.0.0/0, 443 to 0.0.0.0/0")
     assert lines[2].startswith("web1       aws          ok")
     assert f"{first[0].provider['instance_id']} running at {first[0].address}" in lines[2]
 
@@ -129,18 +133,20 @@ def test_the_security_group_follows_the_inventory(cloud, declare):
                                        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
     )
     env = declare(
-        {"web1": {"roles": ["registry", "app"]}},
+        {"web1": {"roles": ["registry", "proxy", "app"]}},
         aws={"ssh_cidr": "198.51.100.0/24"},
-        services={"registry": {"open_to": ["10.1.0.0/16"]}, "app": {"open_to": ["192.0.2.0/24"]}},
+        services={"registry": {"open_to": ["10.1.0.0/16"]}, "proxy": {"open_to": ["192.0.2.0/24"]}},
     )
     (record,) = Aws(env).ensure_hosts()
-    assert rules(cloud, group) == {(22, "198.51.100.0/24"), (5000, "10.1.0.0/16"), (8000, "192.0.2.0/24")}
+    assert rules(cloud, group) == {
+        (22, "198.51.100.0/24"), (5000, "10.1.0.0/16"), (80, "192.0.2.0/24"), (443, "192.0.2.0/24"),
+    }
     assert (
-        f"security group dockyard-t-aws ({group}): opened 22 to 198.51.100.0/24, 5000 to 10.1.0.0/16, "
-        f"8000 to 192.0.2.0/24; closed 22 to {fake_aws.SSH_CIDR}, 3306 to 0.0.0.0/0, 8000 to 0.0.0.0/0, "
-        f"9000 to 0.0.0.0/0"
+        f"security group dockyard-t-aws ({group}): opened 22 to 198.51.100.0/24, 80 to 192.0.2.0/24, "
+        f"443 to 192.0.2.0/24, 5000 to 10.1.0.0/16; closed 22 to {fake_aws.SSH_CIDR}, 80 to 0.0.0.0/0, "
+        f"443 to 0.0.0.0/0, 3306 to 0.0.0.0/0"
     ) in output(env)
-    assert set(record.endpoints) == {"registry", "app"}
+    assert set(record.endpoints) == {"registry", "proxy.http_port", "proxy.https_port"}
 
 
 def test_ssh_open_to_everyone_only_when_said_and_then_with_a_warning(cloud, declare):
@@ -151,8 +157,8 @@ def test_ssh_open_to_everyone_only_when_said_and_then_with_a_warning(cloud, decl
     narrowed = declare()
     Aws(narrowed).ensure_hosts()
     assert "warning" not in output(narrowed)
-    assert rules(cloud, record.provider["security_group"]) == {(22, fake_aws.SSH_CIDR), (8000, "0.0.0.0/0"),
-                                                              (9000, "0.0.0.0/0")}
+    assert rules(cloud, record.provider["security_group"]) == {(22, fake_aws.SSH_CIDR), (80, "0.0.0.0/0"),
+                                                              (443, "0.0.0.0/0")}
 
 
 def test_a_stopped_instance_is_started(cloud, declare):
@@ -168,7 +174,7 @@ def test_a_stopped_instance_is_started(cloud, declare):
 
 def test_more_hosts_add_instances_fewer_ask_before_terminating(cloud, declare):
     (web1,) = Aws(declare()).ensure_hosts()
-    env = declare({**WEB1, "web2": {"roles": ["app"]}})
+    env = declare({**WEB1, "web2": FRONT})
     records = Aws(env).ensure_hosts()
     assert records[0] == web1
     assert [line.split()[:3] for line in output(env).splitlines()[2:]] == [
@@ -204,9 +210,9 @@ def test_a_second_instance_of_a_host_is_terminated(cloud, declare):
 
 # -- removing -------------------------------------------------------------------------------------------------
 def test_teardown_leaves_nothing_tagged(cloud, declare):
-    env = declare({**WEB1, "web2": {"roles": ["app"]}})
+    env = declare({**WEB1, "web2": FRONT})
     web1, web2 = Aws(env).ensure_hosts()
-    env = declare({**WEB1, "web2": {"roles": ["app"]}})
+    env = declare({**WEB1, "web2": FRONT})
     Aws(env).teardown(yes=True)
     assert fake_aws.tagged(cloud, ENV) == {"instances": [], "security_groups": [], "key_pairs": []}
     assert output(env).splitlines() == [
@@ -218,7 +224,7 @@ def test_teardown_leaves_nothing_tagged(cloud, declare):
 
 
 def test_teardown_works_when_half_is_already_gone(cloud, declare):
-    env = declare({**WEB1, "web2": {"roles": ["app"]}})
+    env = declare({**WEB1, "web2": FRONT})
     _, web2 = Aws(env).ensure_hosts()
     cloud.terminate_instances(InstanceIds=[web2.provider["instance_id"]])
     cloud.delete_key_pair(KeyName="dockyard-t-aws")
@@ -302,7 +308,7 @@ def test_a_refused_launch_removes_what_the_run_created(cloud, declare):
 
 def test_a_refused_launch_keeps_what_earlier_runs_made(cloud, declare):
     (web1,) = Aws(declare()).ensure_hosts()
-    env = declare({**WEB1, "web2": {"roles": ["app"]}}, aws={"instance_type": "t3.bogus"})
+    env = declare({**WEB1, "web2": FRONT}, aws={"instance_type": "t3.bogus"})
     with pytest.raises(ProviderError, match="instance type 't3.bogus' cannot be launched"):
         Aws(env).ensure_hosts()
     found = fake_aws.tagged(cloud, ENV)

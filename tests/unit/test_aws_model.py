@@ -29,7 +29,7 @@ SSH_CIDR = "203.0.113.7/32"
 
 
 def inventory(hosts=None, ssh_cidr=SSH_CIDR, **sections):
-    data = {"provider": "aws", "aws": {"ssh_cidr": ssh_cidr}, "hosts": hosts or {"web1": {"roles": ["app"]}}}
+    data = {"provider": "aws", "aws": {"ssh_cidr": ssh_cidr}, "hosts": hosts or {"web1": {"roles": ["proxy", "app"]}}}
     return parse({**data, **sections}, env="t-aws", path=Path("inventory/t-aws.yml"))
 
 
@@ -46,15 +46,20 @@ def test_the_model_loads_without_boto3():
 # -- wanted rules ---------------------------------------------------------------------------------------------
 def test_the_wanted_rules_are_ssh_and_the_open_ports_of_the_roles_in_use():
     inv = inventory(
-        {"web1": {"roles": ["registry", "app"]}},
-        services={"registry": {"open_to": ["10.0.0.0/8"]}, "mirror": {"open_to": ["0.0.0.0/0"]}},
+        {"web1": {"roles": ["registry", "proxy", "app", "webhook"]}},
+        services={"registry": {"open_to": ["10.0.0.0/8"]}, "mirror": {"open_to": ["0.0.0.0/0"]},
+                  "webhook": {"open_to": ["192.0.2.0/24"]}},
     )
-    assert sorted(map(str, wanted_rules(inv))) == [f"22 to {SSH_CIDR}", "5000 to 10.0.0.0/8", "8000 to 0.0.0.0/0"]
+    assert sorted(map(str, wanted_rules(inv))) == [
+        f"22 to {SSH_CIDR}", "443 to 0.0.0.0/0", "5000 to 10.0.0.0/8", "80 to 0.0.0.0/0", "9000 to 192.0.2.0/24",
+    ]
 
 
 def test_a_service_open_to_ipv4_and_ipv6_gets_a_rule_for_each():
-    inv = inventory(services={"app": {"open_to": ["0.0.0.0/0", "::0/0"]}})
-    assert wanted_rules(inv) == {tcp(22, SSH_CIDR), tcp(8000, "0.0.0.0/0"), tcp(8000, "::/0")}
+    inv = inventory(services={"proxy": {"open_to": ["0.0.0.0/0", "::0/0"]}})
+    assert wanted_rules(inv) == {
+        tcp(22, SSH_CIDR), tcp(80, "0.0.0.0/0"), tcp(80, "::/0"), tcp(443, "0.0.0.0/0"), tcp(443, "::/0"),
+    }
 
 
 # -- the rule diff --------------------------------------------------------------------------------------------
@@ -92,7 +97,7 @@ def test_an_ipv6_rule_is_its_own_rule_and_matches_however_it_is_written():
 
 
 def test_ssh_open_to_everyone_replaces_the_narrow_rule_and_is_flagged():
-    current = {"sgr-1": tcp(22, SSH_CIDR), "sgr-2": tcp(8000, "0.0.0.0/0")}
+    current = {"sgr-1": tcp(22, SSH_CIDR), "sgr-2": tcp(80, "0.0.0.0/0"), "sgr-3": tcp(443, "0.0.0.0/0")}
     changes = diff_rules(current, wanted_rules(inventory(ssh_cidr="0.0.0.0/0")))
     assert changes.summary() == ["opened 22 to 0.0.0.0/0", f"closed 22 to {SSH_CIDR}"]
     assert Network.of("0.0.0.0/0").everyone and Network.of("::/0").everyone

@@ -37,7 +37,11 @@ def test_defaults_fill_what_is_not_said(project):
     assert inv.ssh.user == "ubuntu"
     assert inv.services.registry.port == 5000
     assert inv.services.registry.open_to == ()
-    assert inv.services.app.open_to == ("0.0.0.0/0",)
+    assert inv.services.app.open_to == inv.services.webhook.open_to == ()  # reached through the proxy
+    assert inv.services.proxy == inventory.Proxy(
+        domain=None, tls="auto", email=None, http_port=80, https_port=443, open_to=("0.0.0.0/0",)
+    )
+    assert inv.proxy_certificates() == "internal"
     assert inv.hosts[0].roles == inventory.ROLES
 
 
@@ -128,7 +132,7 @@ def test_relative_key_paths_are_relative_to_the_project():
     assert inventory.resolve_path("keys/k", Path("/p/inventory/x.yml")) == Path("/p/keys/k")
 
 
-AWS = "provider: aws\naws: {ssh_cidr: 203.0.113.7/32%s}\nhosts: {a: {roles: [app]}}\n"
+AWS = "provider: aws\naws: {ssh_cidr: 203.0.113.7/32%s}\nhosts: {a: {roles: [proxy, app]}}\n"
 
 
 def test_an_aws_inventory_loads_with_its_defaults(project):
@@ -163,5 +167,76 @@ def test_aws_ssh_cidr_is_a_network(project):
 
 
 def test_no_aws_service_on_the_ssh_port(project):
-    message = error(project, AWS % "" + "services: {app: {port: 22}}\n")
-    assert "services.app.port: 22 is SSH's port on aws hosts; pick another" in message
+    message = error(project, AWS % "" + "services: {proxy: {http_port: 22}}\n")
+    assert "services.proxy.http_port: 22 is SSH's port on aws hosts; pick another" in message
+    # a closed app publishes no port: its own port is no one's business
+    assert load(project, AWS % "" + "services: {app: {port: 22}}\n").services.app.port == 22
+
+
+# -- the proxy ---------------------------------------------------------------------------------------------------
+SANDBOX = "provider: sandbox\nhosts: {web1: {}}\nservices: {proxy: %s}\n"
+
+
+def test_the_proxy_ports_are_checked_like_any_other(project):
+    assert "services.proxy.https_port: 70000 is not a TCP port (1-65535)" in error(
+        project, SANDBOX % "{https_port: 70000}")
+    assert "services.proxy.https_port: 80 is already used by proxy.http_port on web1; pick another" in error(
+        project, SANDBOX % "{https_port: 80}")
+    assert "services.proxy.http_port: 8080 is already used by registry_ui on web1; pick another" in error(
+        project, SANDBOX % "{http_port: 8080}")
+
+
+def test_an_opened_app_or_webhook_takes_its_port_a_closed_one_none(project):
+    assert load(project, SANDBOX % "{http_port: 8000}").services.proxy.http_port == 8000
+    message = error(project, "provider: sandbox\nhosts: {web1: {}}\n"
+                             "services: {proxy: {https_port: 9000}, webhook: {open_to: [10.0.0.0/8]}}\n")
+    assert "services.webhook.port: 9000 is already used by proxy.https_port on web1; pick another" in message
+
+
+def test_without_tls_the_proxy_takes_no_https_port(project):
+    inv = load(project, SANDBOX % "{tls: 'off', https_port: 8080}")
+    assert inv.open_ports(inv.hosts[0]) == {"proxy.http_port": 80}
+    assert inv.proxy_certificates() == "off"
+
+
+def test_tls_is_one_of_three(project):
+    assert "services.proxy.tls: 'acme' is not one of: auto, internal, off" in error(project, SANDBOX % "{tls: acme}")
+
+
+def test_the_domain_is_a_bare_name(project):
+    for domain in ("https://app.example.com", "app.example.com:443", "App.Example.com", "localhost", "10.0.0.1"):
+        message = error(project, SANDBOX % f"{{domain: '{domain}'}}")
+        assert f"services.proxy.domain: {domain!r} is not a domain name like app.example.com" in message
+
+
+def test_the_email_is_an_address_and_only_for_acme(project):
+    static = "provider: static\nhosts: {web1: {address: 198.51.100.10}}\nservices: {proxy: %s}\n"
+    assert "services.proxy.email: 'ops' is not an email address like ops@example.com" in error(
+        project, static % "{domain: app.example.com, email: ops}")
+    assert "services.proxy.email: only ACME uses it" in error(project, static % "{email: ops@example.com}")
+    assert "services.proxy.email: only ACME uses it" in error(
+        project, SANDBOX % "{domain: app.example.com, email: ops@example.com}")
+    inv = load(project, static % "{domain: app.example.com, email: ops@example.com}")
+    assert inv.proxy_certificates() == "acme"
+
+
+def test_tls_auto_is_acme_for_a_domain_on_a_real_host_and_the_internal_ca_otherwise(project):
+    static = "provider: static\nhosts: {web1: {address: 198.51.100.10}}\nservices: {proxy: %s}\n"
+    assert load(project, static % "{domain: app.example.com}").proxy_certificates() == "acme"
+    assert load(project, static % "{}").proxy_certificates() == "internal"
+    assert load(project, static % "{domain: app.example.com, tls: internal}").proxy_certificates() == "internal"
+    assert load(project, SANDBOX % "{domain: app.example.com}").proxy_certificates() == "internal"
+
+
+def test_acme_needs_port_80_or_443(project):
+    static = "provider: static\nhosts: {web1: {address: 198.51.100.10}}\nservices: {proxy: %s}\n"
+    message = error(project, static % "{domain: app.example.com, http_port: 8081, https_port: 8443}")
+    assert "services.proxy: ACME proves the domain on port 80 or 443, and the proxy takes 8081 and 8443" in message
+    assert load(project, static % "{domain: app.example.com, http_port: 8081}").services.proxy.https_port == 443
+
+
+def test_the_app_and_the_proxy_go_together(project):
+    assert "hosts.a.roles: the app is served through the proxy on its own host; add proxy to this host" in error(
+        project, "provider: sandbox\nhosts: {a: {roles: [app]}}\n")
+    assert "hosts.a.roles: the proxy fronts the app on its own host; add app to this host" in error(
+        project, "provider: sandbox\nhosts: {a: {roles: [proxy]}}\n")

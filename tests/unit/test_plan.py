@@ -23,7 +23,7 @@ HOST = HostRecord("web1", "127.0.0.1", 2222, "ubuntu", inventory.ROLES)
 SECRETS = {"secrets": {n: f"s3cret-{n}" for n in deploy.SECRETS}, "online": False}
 BUILT = {
     name: Built(f"dockyard/{name}:abc123", f"sha256:{name}-id", cached=True)
-    for name in ("registry", "registry-console", "app", "webhook")
+    for name in ("registry", "registry-console", "proxy", "app", "webhook")
 }
 
 
@@ -103,6 +103,12 @@ def test_a_fresh_host_gets_docker_then_every_service_in_order():
         ("registry_ui", "pull", pushed.format("dockyard/registry-console")),
         ("registry_ui", "run", "dockyard-registry-ui"),
         ("registry_ui", "wait", "dockyard-registry-ui"),
+        ("proxy", "push", pushed.format("dockyard/proxy")),
+        ("proxy", "pull", pushed.format("dockyard/proxy")),
+        ("proxy", "write", "/etc/dockyard/proxy/Caddyfile"),
+        ("proxy", "write", "/var/lib/dockyard/proxy/app.upstream"),
+        ("proxy", "run", "dockyard-proxy"),
+        ("proxy", "wait", "dockyard-proxy"),
         ("app", "push", pushed.format("flask-hello")),
         ("app", "pull", pushed.format("flask-hello")),
         ("app", "write", "/etc/dockyard/app/container.json"),
@@ -214,7 +220,7 @@ def test_a_new_app_build_is_pushed_pulled_and_recreated():
         ("app", "push", ref), ("app", "pull", ref),
         ("app", "recreate", "dockyard-app"), ("app", "wait", "dockyard-app"),
     ]
-    assert plan.roles[3].steps[2].reason == "image"
+    assert plan.roles[4].steps[2].reason == "image"
 
 
 def test_an_app_the_webhook_moved_to_a_newer_image_is_left_alone():
@@ -241,15 +247,26 @@ def test_online_images_are_pulled_and_the_ui_is_joxit():
     assert by_role["app"].image.delivery == "push"
 
 
-def test_registry_and_ui_listen_on_loopback_app_and_webhook_everywhere():
+def test_registry_and_ui_listen_on_loopback_the_proxy_everywhere_app_and_webhook_nowhere():
     ports = {w.role: w.container.ports for w in desired()}
     assert ports == {
         "registry": ("127.0.0.1:5000:5000",),
         "mirror": ("127.0.0.1:5001:5000",),
         "registry_ui": ("127.0.0.1:8080:8080",),
-        "app": ("0.0.0.0:8000:8000",),
-        "webhook": ("0.0.0.0:9000:9000",),
+        "proxy": ("0.0.0.0:80:80", "0.0.0.0:443:443"),
+        "app": (),
+        "webhook": (),
     }
+
+
+def test_an_opened_app_publishes_its_port_and_a_proxy_without_tls_only_http():
+    services = replace(
+        INV.services, app=replace(INV.services.app, open_to=("192.0.2.0/24",)),
+        proxy=replace(INV.services.proxy, tls="off", http_port=8081),
+    )
+    ports = {w.role: w.container.ports for w in desired(inv=replace(INV, services=services))}
+    assert ports["app"] == ("0.0.0.0:8000:8000",)
+    assert ports["proxy"] == ("0.0.0.0:8081:80",)
 
 
 def test_registry_config_carries_secret_cors_and_notifications():
@@ -298,7 +315,7 @@ def test_a_role_plan_becomes_one_script_between_transfers():
 def test_the_app_is_replaced_holding_the_lock_the_webhook_takes():
     seen = converged(desired())
     seen.containers["dockyard-app"] = replace(seen.containers["dockyard-app"], digest="older")
-    recreate = make_plan("web1", desired(), seen).roles[3].steps[0]
+    recreate = make_plan("web1", desired(), seen).roles[4].steps[0]
     assert recreate.command.startswith(
         "mkdir -p /var/lib/dockyard/webhook && flock /var/lib/dockyard/webhook/app.lock sh -c 'docker rm --force"
     )

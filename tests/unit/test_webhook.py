@@ -312,7 +312,7 @@ def test_app_spec_rendered_by_deploy_becomes_the_same_container(tmp_path):
         "command": None,
         "environment": {},
         "labels": {"dockyard.role": "app", SPEC_LABEL: "0123abcd"},
-        "ports": {"8000/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8000"}]},
+        "ports": {},  # reached through the proxy
         "volumes": [],
         "network": "dockyard",
         "restart_policy": {"Name": "always", "MaximumRetryCount": 0},

@@ -92,11 +92,13 @@ class Rule:
 
 
 def wanted_rules(inv: Inventory) -> frozenset[Rule]:
-    """SSH from `aws.ssh_cidr`, and each service the hosts run from its own `open_to` networks."""
-    roles = {role for host in inv.hosts for role in host.roles}
+    """SSH from `aws.ssh_cidr`, and each port the hosts' services publish from the service's `open_to` networks."""
     return frozenset(
         {Rule.tcp(SSH_PORT, Network.of(inv.aws.ssh_cidr))}
-        | {Rule.tcp(inv.service(r).port, Network.of(cidr)) for r in roles for cidr in inv.service(r).open_to}
+        | {
+            Rule.tcp(port, Network.of(cidr))
+            for host in inv.hosts for role, _, port in inv.ports(host) for cidr in inv.service(role).open_to
+        }
     )
 
 

@@ -1,0 +1,65 @@
+"""The front door: Caddy terminates TLS and passes requests to the app, and /hooks/ to the webhook listener.
+
+Online it is the official image; offline Debian's caddy package on dockyard's base image. Certificates and
+the internal CA live on volumes, so recreating the proxy keeps them.
+"""
+
+from dockyard.contract import CONFIG_ROOT
+from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
+from roles import app, webhook
+
+NAME = "dockyard-proxy"
+CONFIG_DIR = f"{CONFIG_ROOT}/proxy"
+# The app's upstream: one line, `to <container>:<port>`, imported into the Caddyfile. It lives apart from the
+# config because it names the app container that serves now.
+UPSTREAM_DIR = "/var/lib/dockyard/proxy"
+UPSTREAM_FILE = f"{UPSTREAM_DIR}/app.upstream"
+UPSTREAM_MOUNT = "/var/lib/dockyard-proxy"
+# The internal CA's root, where Caddy keeps it under XDG_DATA_HOME=/data.
+ROOT_CERTIFICATE = "/data/caddy/pki/authorities/local/root.crt"
+# A site on the container's loopback, for Docker's health check: the admin API logs every request it gets.
+HEALTH_PORT = 2020
+INSIDE = {"http_port": 80, "https_port": 443}
+
+
+def declare(target: Target) -> RoleSpec:
+    return RoleSpec(
+        role="proxy",
+        image=Image("proxy", pull="caddy:2.6", build="images/proxy"),
+        files=(
+            # folders are mounted, not files: deploy replaces files atomically, which a file mount would miss
+            File(f"{CONFIG_DIR}/Caddyfile", template="proxy/Caddyfile.j2", values=_caddyfile_values(target)),
+            File(UPSTREAM_FILE, content=f"to {app.NAME}:{app.CONTAINER_PORT}\n"),
+        ),
+        container=ContainerSpec(
+            name=NAME,
+            ports=target.publish("proxy", INSIDE),
+            volumes=(
+                "dockyard-proxy-data:/data",
+                "dockyard-proxy-config:/config",
+                f"{CONFIG_DIR}:/etc/caddy:ro",
+                f"{UPSTREAM_DIR}:{UPSTREAM_MOUNT}:ro",
+            ),
+            health=Health(HEALTH_PORT, "/healthz"),
+        ),
+    )
+
+
+def _caddyfile_values(target: Target) -> tuple[tuple[str, str], ...]:
+    settings = target.inventory.services.proxy
+    certificates = target.inventory.proxy_certificates()
+    if certificates == "acme":
+        sites = [settings.domain]
+    else:
+        # names a client may use without DNS: the host's loopback, and its address
+        sites = list(dict.fromkeys(n for n in (settings.domain, "localhost", "127.0.0.1", target.host.address) if n))
+    return (
+        ("certificates", certificates),
+        ("sites", ", ".join(sites)),
+        # clients that send no name (https://<ip>/) get the certificate of this one
+        ("default_sni", settings.domain or target.host.address),
+        ("https_suffix", "" if settings.https_port == 443 else f":{settings.https_port}"),
+        ("upstream", f"{UPSTREAM_MOUNT}/app.upstream"),
+        ("webhook", f"{webhook.NAME}:{webhook.CONTAINER_PORT}" if "webhook" in target.host.roles else ""),
+        ("health_port", str(HEALTH_PORT)),
+    )
