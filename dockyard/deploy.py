@@ -25,6 +25,7 @@ from dockyard.plan import Plan, make_plan, plan_docker
 from dockyard.runner import Applier
 from dockyard.spec import Desired, Rendered, ResolvedImage, RoleSpec, Target
 from dockyard.ssh import STATS, HostConnection
+from dockyard.state import HostRecord
 from roles import MODULES
 
 SECRETS = ("registry_http_secret", "webhook_token", "notify_token")
@@ -34,17 +35,7 @@ def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = Fals
     """Bring every host to what the inventory declares; `only` limits the roles (() = Docker alone)."""
     started = time.monotonic()
     records = env.hosts()
-    roles = {r.name: [role for role in ROLES if role in r.roles and (only is None or role in only)] for r in records}
-    # where images come from matters only to hosts with services; Docker alone needs no local engine
-    online = any(roles.values()) and images.resolve_source(env.inventory.images) == "online"
-    targets = [Target(env.inventory, record, online) for record in records]
-    specs = {t.host.name: [MODULES[role].declare(t) for role in roles[t.host.name]] for t in targets}
-    built = build_images(env, [s for host_specs in specs.values() for s in host_specs], online)
-    context = {"secrets": {name: env.secret(name) for name in SECRETS}, "online": online}
-    templates = _templates(env.root / "templates")
-    desired = {
-        t.host.name: [resolve(spec, t, built, templates, context) for spec in specs[t.host.name]] for t in targets
-    }
+    desired = declare(env, records, only)
 
     def one_host(record):
         return _converge_host(env, record, desired[record.name], dry_run)
@@ -68,12 +59,31 @@ def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = Fals
     return plans
 
 
+def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = None) -> dict[str, list[Desired]]:
+    """What each host should run, by host name: its roles declared, their images built once, files rendered."""
+    roles = {r.name: [role for role in ROLES if role in r.roles and (only is None or role in only)] for r in records}
+    # where images come from matters only to hosts with services; Docker alone needs no local engine
+    online = any(roles.values()) and images.resolve_source(env.inventory.images) == "online"
+    targets = [Target(env.inventory, record, online) for record in records]
+    specs = {t.host.name: [MODULES[role].declare(t) for role in roles[t.host.name]] for t in targets}
+    built = build_images(env, [s for host_specs in specs.values() for s in host_specs], online)
+    context = {"secrets": {name: env.secret(name) for name in SECRETS}, "online": online}
+    templates = _templates(env.root / "templates")
+    return {
+        t.host.name: [resolve(spec, t, built, templates, context) for spec in specs[t.host.name]] for t in targets
+    }
+
+
 def read_facts(conn: HostConnection, desired: Sequence[Desired] = ()) -> facts.HostFacts:
     """The host's facts in one round trip: its engine, and the files and containers `desired` declares."""
+    return facts.parse(facts_output(conn, desired), conn.where)
+
+
+def facts_output(conn: HostConnection, desired: Sequence[Desired] = ()) -> str:
+    """What the facts read prints, unparsed (tests/fixtures/facts/ holds recorded ones)."""
     paths = [f.dest for want in desired for f in want.files]
     names = [want.container.name for want in desired]
-    output = conn.run(facts_command.script(conn.record.user, paths, names), what="read facts")
-    return facts.parse(output, conn.where)
+    return conn.run(facts_command.script(conn.record.user, paths, names), what="read facts")
 
 
 def _converge_host(env: Env, record, desired: list[Desired], dry_run: bool) -> Plan:

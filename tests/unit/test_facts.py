@@ -32,23 +32,30 @@ def test_the_stack_host_is_read_section_by_section():
     assert (host.docker_on_boot, host.loopback_guard, host.loopback_guard_on_boot) == (True, True, True)
     assert host.groups == {"ubuntu", "docker"}
     assert sorted(host.containers) == [
-        "dockyard-app", "dockyard-mirror", "dockyard-registry", "dockyard-registry-ui", "dockyard-webhook"]
+        "dockyard-app", "dockyard-mirror", "dockyard-proxy", "dockyard-registry", "dockyard-registry-ui",
+        "dockyard-webhook"]
     app = host.containers["dockyard-app"]
-    assert (app.role, app.digest, app.running) == ("app", "18343721f3f4881e", True)
-    assert app.declared_image == "127.0.0.1:5000/flask-hello:deploy-777e5c210300"
+    assert (app.role, app.digest, app.running) == ("app", "5384b6fb71bce5d1", True)
+    assert app.declared_image == "127.0.0.1:5000/flask-hello:deploy-da1357e3e02b"
     assert host.images[app.declared_image] == app.image_id
     assert app.settings == facts.Settings(
         restart="always",
-        ports=frozenset({"0.0.0.0:8000:8000/tcp"}),
+        ports=frozenset(),  # reached through the proxy only
         mounts=frozenset(),
         network=frozenset({"dockyard"}),
         env=frozenset({"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}),
-        labels=frozenset({"dockyard.role=app", "dockyard.spec=18343721f3f4881e",
+        labels=frozenset({"dockyard.role=app", "dockyard.spec=5384b6fb71bce5d1",
                           f"dockyard.image={app.declared_image}"}),
         health=(("CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8000/healthz"), 2 * 10**9, 3 * 10**9, 3),
-        command=("gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "app:app"),
+        command=("gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "-k", "gthread", "--threads", "4",
+                 "--keep-alive", "5", "--graceful-timeout", "8", "--access-logfile", "-", "app:app"),
     )
+    proxy = host.containers["dockyard-proxy"].settings
+    assert proxy.ports == {"0.0.0.0:80:80/tcp", "0.0.0.0:443:443/tcp"}
+    assert proxy.mounts == {"dockyard-proxy-data:/data", "dockyard-proxy-config:/config",
+                            "/etc/dockyard/proxy:/etc/caddy:ro", "/var/lib/dockyard/proxy:/var/lib/dockyard-proxy:ro"}
     assert set(host.files) == {"/etc/dockyard/registry/config.yml", "/etc/dockyard/mirror/config.yml",
+                               "/etc/dockyard/proxy/Caddyfile", "/var/lib/dockyard/proxy/app.upstream",
                                "/etc/dockyard/app/container.json", "/etc/dockyard/webhook/config.json"}
     assert not any(ref.endswith(":<none>") for ref in host.images)
 
@@ -58,10 +65,10 @@ def test_a_fresh_host_and_a_stopped_daemon():
     assert fresh == facts.HostFacts(groups=frozenset({"ubuntu"}))
     stopped = facts.parse(recorded("docker-stopped.txt"), "web1")
     assert (stopped.docker_version, stopped.dockerd_installed, stopped.docker_on_boot) == (None, True, True)
-    assert stopped.containers == {} and stopped.images == {} and len(stopped.files) == 4
+    assert stopped.containers == {} and stopped.images == {} and len(stopped.files) == 6
 
 
-APP = ContainerSpec(name="dockyard-app", ports=("0.0.0.0:8000:8000",), health=Health(8000, "/healthz"))
+APP = ContainerSpec(name="dockyard-app", health=Health(8000, "/healthz"))
 
 
 def test_the_app_the_webhook_recreated_has_no_drift_though_docker_added_env_and_labels():
@@ -91,9 +98,9 @@ def test_what_is_declared_must_be_present_and_the_image_may_add_more():
     assert app.drift({**document, "health": None}) == []
     assert app.drift({**document, "health": {**document["health"], "retries": 5}}) == ["health"]
     # strict ones: what is added by hand counts as well
-    no_ports = replace(app, settings=replace(app.settings, ports=frozenset()))
-    assert no_ports.drift({**document, "ports": []}) == []
-    assert app.drift({**document, "ports": []}) == ["ports"]
+    published = replace(app, settings=replace(app.settings, ports=frozenset({"0.0.0.0:8000:8000/tcp"})))
+    assert published.drift({**document, "ports": ["0.0.0.0:8000:8000"]}) == []
+    assert published.drift(document) == ["ports"]
 
 
 def test_the_drift_table_names_each_field_once_with_a_stated_mode():

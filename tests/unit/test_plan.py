@@ -188,7 +188,8 @@ def test_a_changed_registry_template_recreates_only_the_registry():
 
 @pytest.mark.parametrize("fixture, role, reason", [
     ("app-restart", "app", "drift: restart"),
-    ("app-ports", "app", "drift: ports"),
+    ("app-ports", "app", "drift: ports"),  # published by hand, past the proxy
+    ("proxy-ports", "proxy", "drift: ports"),
     ("registry-mounts", "registry", "drift: mounts"),
     ("mirror-network", "mirror", "drift: network"),
     ("registry-ui-env", "registry_ui", "drift: env"),

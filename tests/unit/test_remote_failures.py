@@ -134,13 +134,13 @@ def test_two_failed_hosts_are_one_error_listing_both(static, project):
 
 
 def test_a_release_fails_on_its_first_remote_read_before_building_anything(static, project):
-    static(web1=(["registry", "app", "webhook"], [("history.jsonl", NO_SUDO)]))
+    static(web1=(["registry", "proxy", "app", "webhook"], [("history.jsonl", NO_SUDO)]))
     assert one_error_line(run_task(project, app.release, version="v9")) == (
         f"error: {WHERE}: count the webhook's audit log failed (exit 1): sudo: a password is required")
 
 
 def test_history_and_logs_fail_in_one_line(static, project):
-    static(web1=(["app", "webhook"], [("history.jsonl", NO_SUDO), ("docker logs", NO_SUDO)]))
+    static(web1=(["proxy", "app", "webhook"], [("history.jsonl", NO_SUDO), ("docker logs", NO_SUDO)]))
     assert one_error_line(run_task(project, app.history)) == (
         f"error: {WHERE}: read the webhook's audit log failed (exit 1): sudo: a password is required")
     assert one_error_line(run_task(project, app.logs)) == (
@@ -148,7 +148,8 @@ def test_history_and_logs_fail_in_one_line(static, project):
 
 
 def test_a_broken_audit_log_line_is_one_error_line(static, project):
-    static(web1=(["app", "webhook"], [("history.jsonl", (0, '{"result": "success"}\n{"result": "succ\n', ""))]))
+    broken = '{"result": "success"}\n{"result": "succ\n'
+    static(web1=(["proxy", "app", "webhook"], [("history.jsonl", (0, broken, ""))]))
     assert one_error_line(run_task(project, app.history)) == (
         f"error: {WHERE}: /var/lib/dockyard/webhook/history.jsonl holds a line that is not a JSON object "
         "('{\"result\": \"succ'); move the file aside to start a new log")
