@@ -13,7 +13,7 @@ from dockyard.inventory import Proxy
 from dockyard.spec import Target
 from roles import proxy
 from tests.conftest import REPO, SANDBOX_STACK
-from tests.e2e.helpers import host_run, inspect
+from tests.e2e.helpers import host_run, inspect, wait_for
 from tests.e2e.load import Load
 
 ENV = "t-frontdoor"
@@ -142,7 +142,8 @@ def test_a_caddyfile_edited_on_the_host_is_repaired_by_deploy(door):
     project, _, _ = door
     # without its /hooks/ route, and live: the app answers /hooks/ now
     host_run(project, ENV, f"sed -i '/handle \\/hooks\\/\\*/,+2d' {CADDYFILE} && docker restart dockyard-proxy")
-    edited = hook(project, "not-the-token")
+    # a Response is falsy on a 4xx: wait for any answer at all
+    (edited,) = wait_for("the restarted proxy", lambda: (hook(project, "not-the-token"),), timeout=60)
     assert edited.status_code == 404 and "X-Request-Id" not in edited.headers
 
     result = project.invoke(ENV, "deploy")
