@@ -7,7 +7,8 @@ import docker
 import pytest
 import requests
 
-from dockyard import commands, deploy
+from dockyard import deploy
+from dockyard.commands.files import write_file
 from dockyard.images import Built
 from dockyard.inventory import Proxy
 from dockyard.spec import Target
@@ -164,7 +165,7 @@ def test_each_caddyfile_the_template_makes_is_one_caddy_accepts(door):
         caddyfile = next(f for f in want.files if f.dest == CADDYFILE)
         check = replace(caddyfile, dest="/tmp/Caddyfile.check")
         validate = "caddy adapt --config /tmp/Caddyfile --adapter caddyfile --validate >/dev/null && echo valid"
-        answer = host_run(project, ENV, f"""{commands.write_file(check)}
+        answer = host_run(project, ENV, f"""{write_file(check)}
 docker cp {check.dest} dockyard-proxy:/tmp/Caddyfile
 docker exec dockyard-proxy {validate}""")
         assert answer.strip() == "valid", caddyfile.content.decode()
