@@ -33,6 +33,15 @@ APP_SPEC_NAME = "container.json"
 HISTORY_NAME = "history.jsonl"
 REPLACE_LOCK_NAME = "app.lock"
 
+# The host lock: every run that changes the host holds an exclusive `flock` on HOST_LOCK_NAME for its whole duration
+# (deploy through its SSH session, the listener around a redeploy), and whoever takes it writes HOLDER_NAME beside
+# it: who, from where, which task, since when (UTC) and the holder's pid, as one JSON object of HOLDER_FIELDS.
+HOST_LOCK_DIR = "/var/lib/dockyard/lock"
+LISTENER_LOCK_DIR = "/var/lib/dockyard-lock"  # where the listener mounts HOST_LOCK_DIR
+HOST_LOCK_NAME = "host.lock"
+HOLDER_NAME = "holder.json"
+HOLDER_FIELDS = {"who": str, "from": str, "task": str, "since": str, "pid": int}
+
 # The app's container document: everything `docker run` gets but the image, as
 # dockyard.commands.containers.container_document writes it. A nested table is an object that may also be null.
 HEALTH_FIELDS = {"command": str, "interval_s": int, "timeout_s": int, "retries": int}

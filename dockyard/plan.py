@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dockyard.commands import containers, engine, files
+from dockyard.commands.facts import ABSENT, RUNNING, STOPPED
 from dockyard.facts import HostFacts
 from dockyard.inventory import Docker
 from dockyard.spec import Desired
@@ -61,6 +62,8 @@ class RolePlan:
 class Plan:
     host: str
     roles: tuple[RolePlan, ...]
+    # roles left unplanned: their containers and images are unknown while an installed engine does not answer
+    unknown: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -76,9 +79,9 @@ def plan_docker(facts: HostFacts, settings: Docker, user: str) -> RolePlan:
         return RemoteStep("docker", action, target, reason, command)
 
     steps = []
-    if not facts.dockerd_installed or facts.packages_broken:
+    if facts.docker == ABSENT or facts.packages_broken:
         package = "docker.io" if settings.install == "apt" else "docker (convenience script)"
-        why = "packages half-configured" if facts.dockerd_installed else "not installed"
+        why = "not installed" if facts.docker == ABSENT else "packages half-configured"
         steps.append(step("install", package, why, engine.install_package(settings)))
     if not facts.docker_on_boot:
         steps.append(step("enable", f"dockerd at boot ({boot})", "not started at boot", engine.enable_at_boot(systemd)))
@@ -87,7 +90,7 @@ def plan_docker(facts: HostFacts, settings: Docker, user: str) -> RolePlan:
                           engine.guard_at_boot(systemd)))
     if not facts.loopback_guard:
         steps.append(step("guard", "127.0.0.0/8", "127.0.0.1 ports reachable from the network", engine.guard_now()))
-    if not facts.docker_version:
+    if facts.docker != RUNNING:
         steps.append(step("start", "dockerd", "not running", engine.start_now(systemd)))
         steps.append(step("wait", "dockerd", "answering", engine.wait_for_daemon(systemd)))
     if user != "root" and "docker" not in facts.groups:
@@ -96,7 +99,11 @@ def plan_docker(facts: HostFacts, settings: Docker, user: str) -> RolePlan:
 
 
 def make_plan(host: str, desired: list[Desired], facts: HostFacts, docker: RolePlan | None = None) -> Plan:
+    """`docker`'s steps, then each role's. A host without Docker has no containers; an engine installed but not
+    answering tells nothing of them, so no role is planned from it (deploy starts the engine before it reads)."""
     roles = [docker] if docker else []
+    if facts.docker == STOPPED:
+        return Plan(host, tuple(roles), unknown=tuple(want.role for want in desired))
     delivered: set[str] = set()  # refs an earlier role of this plan already brings
     for want in desired:
         roles.append(RolePlan(want.role, tuple(_role_steps(want, facts, delivered))))

@@ -29,6 +29,8 @@ def declare(target: Target) -> RoleSpec:
                 f"{CONFIG}:{contract.LISTENER_CONFIG}:ro",
                 f"{contract.HOST_APP_SPEC_DIR}:{contract.LISTENER_APP_SPEC_DIR}:ro",
                 f"{contract.HOST_LISTENER_DIR}:{contract.LISTENER_STATE_DIR}",
+                # the host lock, which each redeploy holds as deploy does
+                f"{contract.HOST_LOCK_DIR}:{contract.LISTENER_LOCK_DIR}",
             ),
             health=Health(CONTAINER_PORT, "/healthz"),
             # let a redeploy in flight finish, or roll back, before the listener is stopped

@@ -2,14 +2,15 @@
 
 from dockyard import front_door, report
 from dockyard import release as releases
-from dockyard.cli import open_env, task
+from dockyard.cli import LOCK_HELP, claim, open_env, task
 from dockyard.errors import DockyardError
 
 
-@task(help={"version": "tag for the release (default: the git sha)", "timeout": "seconds to wait for it to serve"})
-def release(c, env=None, version=None, timeout=120):
+@task(help={"version": "tag for the release (default: the git sha)", "timeout": "seconds to wait for it to serve",
+            **LOCK_HELP})
+def release(c, env=None, version=None, timeout=120, lock_timeout=None):
     """Build the app, push it to the private registry, and wait until the new version serves."""
-    releases.release(open_env(c, env), version, float(timeout))
+    releases.release(open_env(c, env), version, float(timeout), claim(c, "app.release", lock_timeout))
 
 
 @task(help={"last": "how many entries to show"})

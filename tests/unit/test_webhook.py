@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -503,7 +504,7 @@ AFTER = {"id": "sha256:2", "image": "127.0.0.1:5000/flask-hello:v2", "digests": 
 def test_a_redeploy_appends_one_history_line(tmp_path):
     history = tmp_path / "history.jsonl"
     fake = FakeRedeployer(Outcome("success", "", "127.0.0.1:5000/flask-hello:v2", BEFORE, AFTER))
-    service = listener.Service(CONFIG, fake, history)
+    service = listener.Service(CONFIG, fake, history, listener.HostLock(tmp_path / "lock"))
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r2"))
     service.queue.close()
@@ -521,7 +522,8 @@ def test_a_redeploy_appends_one_history_line(tmp_path):
 def test_the_history_reads_as_invoke_app_history_reads_it(tmp_path):
     from dockyard import report
 
-    service = listener.Service(CONFIG, FakeRedeployer(Outcome("success", "", "x", BEFORE, AFTER)), tmp_path / "h")
+    fake = FakeRedeployer(Outcome("success", "", "x", BEFORE, AFTER))
+    service = listener.Service(CONFIG, fake, tmp_path / "h", listener.HostLock(tmp_path / "lock"))
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
     service.queue.close()
     out = report.Reporter(io.StringIO())
@@ -535,7 +537,7 @@ def test_the_history_reads_as_invoke_app_history_reads_it(tmp_path):
 @pytest.mark.parametrize("result, state", [("success", "success"), ("rolled-back", "failure"), ("failure", "failure")])
 def test_docker_hub_hears_how_it_ended(tmp_path, receiver, result, state):
     fake = FakeRedeployer(Outcome(result, "why" if result != "success" else "", "acme/flask-hello:v2"))
-    service = listener.Service(CONFIG, fake, tmp_path / "history.jsonl")
+    service = listener.Service(CONFIG, fake, tmp_path / "history.jsonl", listener.HostLock(tmp_path / "lock"))
     service.run(Trigger("hub", "acme/flask-hello", "v2", f"{receiver.url}/cb", "r1"))
     service.queue.close()
     assert receiver.received[0][0] == "/cb"
@@ -556,7 +558,7 @@ def test_docker_hub_hears_when_its_push_was_superseded(tmp_path, receiver):
             return super().redeploy(image)
 
     held = Held()
-    service = listener.Service(CONFIG, held, tmp_path / "history.jsonl")
+    service = listener.Service(CONFIG, held, tmp_path / "history.jsonl", listener.HostLock(tmp_path / "lock"))
     service.submit(Trigger("hub", "acme/flask-hello", "v1", request_id="r1"))
     assert held.started.wait(5)
     service.submit(Trigger("hub", "acme/flask-hello", "v2", f"{receiver.url}/v2", "r2"))
@@ -576,7 +578,7 @@ def test_a_redeploy_that_crashes_is_still_in_the_history(tmp_path):
         def redeploy(self, image):
             raise KeyError("State")
 
-    service = listener.Service(CONFIG, Broken(), tmp_path / "history.jsonl")
+    service = listener.Service(CONFIG, Broken(), tmp_path / "history.jsonl", listener.HostLock(tmp_path / "lock"))
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
     service.queue.close()
     entry = json.loads((tmp_path / "history.jsonl").read_text())
@@ -752,3 +754,49 @@ def test_a_redeploy_waits_for_the_lock_deploy_holds(tmp_path):
         assert not entered.wait(0.5)
     assert entered.wait(5)
     worker.join()
+
+
+def test_a_redeploy_holds_the_host_lock_and_names_itself_its_holder(tmp_path):
+    folder = tmp_path / "lock"
+    seen = {}
+
+    class Looking(FakeRedeployer):
+        def redeploy(self, image):
+            with (folder / "host.lock").open("a") as other:  # another process's view: a second open file
+                try:
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    seen["free"] = True
+                except BlockingIOError:
+                    seen["free"] = False
+            seen["holder"] = json.loads((folder / "holder.json").read_text())
+            return super().redeploy(image)
+
+    service = listener.Service(CONFIG, Looking(Outcome("success", "", "x")), tmp_path / "h", listener.HostLock(folder))
+    service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
+    service.queue.close()
+    assert seen["free"] is False
+    holder = seen["holder"]
+    assert holder.pop("since").endswith("Z")
+    assert holder == {"who": "dockyard-webhook", "from": "this host", "task": "redeploy 127.0.0.1:5000/flask-hello:v2",
+                      "pid": os.getpid()}
+
+
+def test_a_redeploy_waits_for_a_deploy_holding_the_host_lock_then_gives_up_naming_it(tmp_path):
+    folder = tmp_path / "lock"
+    folder.mkdir()
+    (folder / "holder.json").write_text(json.dumps(
+        {"who": "ops@laptop", "from": "10.0.0.5", "task": "deploy", "since": "2026-11-28T04:17:02Z", "pid": 7}))
+    fake = FakeRedeployer(Outcome("success", "", "x"))
+    service = listener.Service(CONFIG, fake, tmp_path / "h", listener.HostLock(folder, timeout=1))
+    with (folder / "host.lock").open("a") as deploy_holds:
+        fcntl.flock(deploy_holds, fcntl.LOCK_EX)
+        started = time.monotonic()
+        service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
+        assert time.monotonic() - started >= 1
+    service.run(Trigger("registry", "flask-hello", "v3", request_id="r2"))
+    service.queue.close()
+    gave_up, ran = (json.loads(line) for line in (tmp_path / "h").read_text().splitlines())
+    assert (gave_up["result"], gave_up["reason"]) == (
+        "failure", "not redeployed: the host lock stayed held by ops@laptop from 10.0.0.5 (deploy, since "
+                   "2026-11-28T04:17:02Z) for 1s; push again once it is free")
+    assert fake.images == ["127.0.0.1:5000/flask-hello:v3"] and ran["result"] == "success"
