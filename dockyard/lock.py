@@ -89,6 +89,7 @@ def held(conn: HostConnection, out: Reporter, claim: Claim, then: str = "", what
             out.say(f"{host}: took the host lock after waiting {time.monotonic() - waiting_since:.1f}s")
 
     script = commands.take(claim.who, claim.task, claim.pid, claim.timeout, then)
+    asked = time.monotonic()
     with ExitStack() as stack:
         try:
             printed = stack.enter_context(conn.held(script, what, commands.HELD, on_line))
@@ -96,10 +97,10 @@ def held(conn: HostConnection, out: Reporter, claim: Claim, then: str = "", what
             busy = [line for line in e.stdout.splitlines() if line.startswith(commands.BUSY)]
             if e.exited != commands.BUSY_EXIT or not busy:
                 raise
-            waited = time.monotonic() - (waiting_since or time.monotonic())
+            holder, waited = describe(busy[-1].removeprefix(commands.BUSY)), time.monotonic() - asked
             raise LockHeld(
-                f"{host}: the host lock is held by {describe(busy[-1].removeprefix(commands.BUSY))}; gave up after "
-                f"waiting {waited:.0f}s; run again once it is done, or wait longer with --lock-timeout"
+                f"{host}: the host lock is held by {holder}; gave up after waiting {waited:.0f}s; run again once it "
+                f"is done, or wait longer with --lock-timeout"
             ) from None
         lines = printed.splitlines()
         yield "\n".join(lines[lines.index(commands.LOCKED) + 1:])

@@ -148,6 +148,18 @@ def test_only_the_missing_pieces_of_docker_are_planned():
         assert [(s.action, s.target, s.reason) for s in planned] == expected, case
 
 
+def test_an_engine_that_does_not_answer_gets_started_and_no_service_is_planned_from_it():
+    for seen in (recorded("docker-stopped.txt"), replace(recorded("docker-stopped.txt"), packages_broken=True)):
+        plan = make_plan("web1", desired(), seen, plan_docker(seen, Docker(), "ubuntu"))
+        assert [r.role for r in plan.roles] == ["docker"]
+        assert [s.action for s in plan.roles[0].steps][-2:] == ["start", "wait"]
+        assert plan.unknown == inventory.ROLES
+    # once it answers, deploy's own read sees the stack: nothing to install, start or run
+    wants = desired()
+    started = converged(wants, recorded("docker-started.txt"))
+    assert steps(make_plan("web1", wants, started, plan_docker(started, Docker(), "ubuntu"))) == []
+
+
 def test_each_piece_of_docker_is_its_command():
     planned = plan_docker(recorded("fresh-host.txt"), Docker(), "ubuntu").steps
     assert [s.command for s in planned] == [
