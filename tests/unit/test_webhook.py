@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard import deploy, inventory
+from dockyard import lock as host_lock
 from dockyard.commands import containers
 from dockyard.contract import SPEC_LABEL
 from dockyard.images import Built
@@ -768,17 +769,20 @@ def test_a_redeploy_holds_the_host_lock_and_names_itself_its_holder(tmp_path):
                     seen["free"] = True
                 except BlockingIOError:
                     seen["free"] = False
-            seen["holder"] = json.loads((folder / "holder.json").read_text())
+            seen["record"] = (folder / "holder.json").read_text()
             return super().redeploy(image)
 
     service = listener.Service(CONFIG, Looking(Outcome("success", "", "x")), tmp_path / "h", listener.HostLock(folder))
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
     service.queue.close()
     assert seen["free"] is False
-    holder = seen["holder"]
+    holder = json.loads(seen["record"])
     assert holder.pop("since").endswith("Z")
     assert holder == {"who": "dockyard-webhook", "from": "this host", "task": "redeploy 127.0.0.1:5000/flask-hello:v2",
                       "pid": os.getpid()}
+    # a deploy waiting for it reads the record as deploy's own
+    assert host_lock.describe(seen["record"]).startswith(
+        f"dockyard-webhook from this host (redeploy 127.0.0.1:5000/flask-hello:v2, pid {os.getpid()}, since ")
 
 
 def test_a_redeploy_waits_for_a_deploy_holding_the_host_lock_then_gives_up_naming_it(tmp_path):
