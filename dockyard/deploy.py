@@ -82,7 +82,7 @@ def read_facts(conn: HostConnection, desired: Sequence[Desired] = ()) -> facts.H
 def facts_output(conn: HostConnection, desired: Sequence[Desired] = ()) -> str:
     """What the facts read prints, unparsed (tests/fixtures/facts/ holds recorded ones)."""
     paths = [f.dest for want in desired for f in want.files]
-    names = [want.container.name for want in desired]
+    names = [name for want in desired for name in want.container_names]
     return conn.run(facts_command.script(conn.record.user, paths, names), what="read facts")
 
 
@@ -143,10 +143,11 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
             .encode(),
             f.mode,
             f.secret,
+            f.create_only,
         )
         for f in spec.files
     )
-    return Desired(spec.role, container, resolved, files, spec.lock)
+    return Desired(spec.role, container, resolved, files, spec.lock, spec.reload, spec.slots)
 
 
 def _templates(folder: Path) -> jinja2.Environment:

@@ -1,7 +1,7 @@
 """The Flask app, built from its folder and served by gunicorn."""
 
 from dockyard import contract
-from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
+from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Slots, Target
 
 NAME = "dockyard-app"
 CONTAINER_PORT = 8000
@@ -23,10 +23,10 @@ def declare(target: Target) -> RoleSpec:
         files=(File(SPEC_FILE, template="app/container.json.j2"),),
         lock=REPLACE_LOCK,
         container=ContainerSpec(
-            name=NAME,
-            # reached through the proxy, on the docker network; published only when the inventory opens it
-            ports=target.publish("app", {"port": CONTAINER_PORT}),
+            name=NAME,  # the service's: it runs as dockyard-app-blue or dockyard-app-green
+            # no host port: the proxy reaches it on the docker network, and two slots run side by side in a switch
             health=Health(CONTAINER_PORT, settings.health_path),
             stop_timeout=STOP_GRACE,
         ),
+        slots=Slots(CONTAINER_PORT),
     )

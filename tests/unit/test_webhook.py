@@ -40,6 +40,7 @@ REGISTRY_TOKEN = "registry-token-0123456789abcdef"
 CONFIG = Config(
     hub_token=HUB_TOKEN, registry_token=REGISTRY_TOKEN, registry="127.0.0.1:5000", app_repository="flask-hello",
     tags=("*",), hub_repository="acme/flask-hello", hub_pull="acme/flask-hello", health_timeout=30,
+    proxy="dockyard-proxy",
 )
 
 
