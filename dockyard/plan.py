@@ -184,7 +184,7 @@ def _slot_steps(want: Desired, facts: HostFacts, changes: Callable[[Seen], list[
     to the other slot; any other container of the service was left by a switch cut short, and is settled."""
     spec, slots = want.container, want.slots
     serving = facts.containers.get(facts.serving) if facts.serving in slot_names(spec.name) else None
-    leftovers = [name for name in slots.names(spec.name) if name in facts.containers and name != facts.serving]
+    leftovers = [n for n in slots.names(spec.name) if n in facts.containers and not (serving and n == serving.name)]
     if serving is None or (reasons := changes(serving)):
         reason = ", ".join(reasons) if serving else "no slot serves" if leftovers else "missing"
         yield RemoteStep(want.role, "switch", spec.name, reason,
