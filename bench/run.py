@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shlex
 import shutil
 import ssl
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -28,15 +30,40 @@ sys.path.insert(0, str(REPO))
 from dockyard import contract, deploy, front_door, release  # noqa: E402
 from dockyard.environment import Env  # noqa: E402
 from dockyard.report import Reporter  # noqa: E402
+from dockyard.spec import NETWORK  # noqa: E402
 from dockyard.ssh import STATS  # noqa: E402
+from roles import proxy  # noqa: E402
 
 TARGETS = {
     "noop_seconds": 2.0,
     "noop_connections_per_host": 1,
+    "proxy_added_median_ms": 1.0,
+    "release_to_serving_seconds": 5.0,
     "release_seconds": 10.0,
     "release_bytes_ratio": 2.0,
     "fanout_ratio": 1.5,
 }
+LATENCY_REQUESTS = 500  # each way, on one kept-alive connection, after as many to warm up
+# Run in a throwaway container of the app's image on the host's docker network: the medians (ms) of GET / sent
+# straight to the app's container, and sent through Caddy over https, verified against its internal CA.
+LATENCY_CLIENT = """
+import http.client, json, socket, ssl, statistics, sys, time
+root, app, proxy, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+class ThroughProxy(http.client.HTTPSConnection):
+    def connect(self):  # to the proxy's container, asking for the site `localhost` its CA signed
+        self.sock = self._context.wrap_socket(socket.create_connection((proxy, 443)), server_hostname="localhost")
+def median_ms(connection):
+    times = []
+    for _ in range(2 * n):
+        started = time.perf_counter()
+        connection.request("GET", "/")
+        connection.getresponse().read()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[n:]) * 1000
+direct = median_ms(http.client.HTTPConnection(app, 8000))
+proxied = median_ms(ThroughProxy("localhost", 443, context=ssl.create_default_context(cadata=root)))
+print(json.dumps({"direct": direct, "proxied": proxied}))
+"""
 
 
 @dataclass
@@ -124,18 +151,38 @@ def cold_and_noop(bench: Bench, results: Results) -> None:
     results.add("noop_remote_commands", noop["commands"])
 
 
+def proxy_latency(bench: Bench, results: Results) -> None:
+    env = bench.env("bench")
+    (record,) = env.hosts()
+    with env.connect(record) as conn:
+        serving = conn.run(f"sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' {contract.HOST_UPSTREAM_FILE}").strip()
+        root = conn.run(f"docker exec {proxy.NAME} cat {proxy.ROOT_CERTIFICATE}")
+        image = conn.run(f"docker inspect --format '{{{{.Config.Image}}}}' {serving}").strip()
+        client = shlex.join(["docker", "run", "--rm", "--network", NETWORK, image, "python3", "-c", LATENCY_CLIENT,
+                             root, serving, proxy.NAME, str(LATENCY_REQUESTS)])
+        medians = json.loads(conn.run(client))
+    results.add("app_direct_median_ms", medians["direct"], unit="ms (plain http to the app's container)")
+    results.add("proxy_median_ms", medians["proxied"], unit="ms (https through Caddy)")
+    results.add("proxy_added_median_ms", medians["proxied"] - medians["direct"],
+                f"<= {TARGETS['proxy_added_median_ms']} ms", "ms")
+
+
 def release_change(bench: Bench, results: Results) -> None:
     env = bench.env("bench")
-    app = bench.sources / "apps" / "flask-hello" / "app.py"
-    app.write_text(app.read_text().replace("VERSION = 1", "VERSION = 2"))
+    (record,) = env.hosts()
+    url = f"{front_door.url(env.inventory, record)}/"
+    trusted = ssl.create_default_context(cafile=front_door.export_ca(env, None))
+    source = bench.sources / "apps" / "flask-hello" / "app.py"
+    source.write_text(source.read_text().replace("VERSION = 1", "VERSION = 2"))
+    serving = ServingWatch(url, trusted, "Version 2")
     with counted() as pushed:
         outcomes = release.release(env, "bench-v2", timeout=120)
-    (record,) = env.hosts()
-    trusted = ssl.create_default_context(cafile=front_door.export_ca(env, None))
-    answer = urllib.request.urlopen(f"{front_door.url(env.inventory, record)}/", timeout=5, context=trusted)
-    body = answer.read().decode()
+    body = urllib.request.urlopen(url, timeout=5, context=trusted).read().decode()
     layers, config = changed_blobs(env, record, "bench-v2")
-    results.add("release_seconds", pushed["seconds"], f"<= {TARGETS['release_seconds']} s", "s")
+    results.add("release_to_serving_seconds", serving.seconds(), f"<= {TARGETS['release_to_serving_seconds']} s",
+                "s (from `app.release` to the new version answering through the proxy)")
+    results.add("release_seconds", pushed["seconds"], f"<= {TARGETS['release_seconds']} s",
+                "s (until the old version has stopped)")
     results.add("release_push_seconds", outcomes[0].push_seconds, unit="s")
     results.add("release_redeploy_seconds", outcomes[0].redeploy_seconds, unit="s")
     results.add("release_serving", body.strip())
@@ -143,6 +190,32 @@ def release_change(bench: Bench, results: Results) -> None:
     results.add("release_changed_layer_bytes", layers, unit="B (compressed, as pushed)")
     results.add("release_new_config_bytes", config, unit="B")
     results.add("release_bytes_ratio", pushed["bytes_sent"] / max(layers, 1), f"<= {TARGETS['release_bytes_ratio']}")
+
+
+class ServingWatch:
+    """Asks `url` every 50 ms, from now on, until the answer holds `text`."""
+
+    def __init__(self, url: str, context: ssl.SSLContext, text: str):
+        self.started = time.monotonic()
+        self.seen: float | None = None
+        self._thread = threading.Thread(target=self._watch, args=(url, context, text), daemon=True)
+        self._thread.start()
+
+    def _watch(self, url: str, context: ssl.SSLContext, text: str) -> None:
+        while time.monotonic() - self.started < 300:
+            try:
+                if text in urllib.request.urlopen(url, timeout=5, context=context).read().decode():
+                    self.seen = time.monotonic()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def seconds(self) -> float:
+        self._thread.join()
+        if self.seen is None:
+            raise RuntimeError("the new version never answered")
+        return self.seen - self.started
 
 
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -196,6 +269,8 @@ def main() -> int:
         try:
             print("cold provision + deploy, then a no-op deploy", flush=True)
             cold_and_noop(bench, results)
+            print("the proxy's added latency", flush=True)
+            proxy_latency(bench, results)
             print("release of a one-line change", flush=True)
             release_change(bench, results)
         finally:

@@ -6,12 +6,12 @@ from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Slots, T
 NAME = "dockyard-app"
 CONTAINER_PORT = 8000
 # gunicorn's --graceful-timeout in apps/flask-hello is 8 s: `docker stop` waits a little longer for in-flight
-# requests before it kills. 10 s is also Docker's default, which a container the webhook recreates gets.
+# requests before it kills. 10 s is also Docker's default, which a container the webhook starts gets.
 STOP_GRACE = 10
-# The webhook recreates the app from this file, so a redeploy keeps exactly what deploy declared.
+# The webhook starts the app's next slot from this file, so a redeploy keeps exactly what deploy declared.
 SPEC_FILE = f"{contract.HOST_APP_SPEC_DIR}/{contract.APP_SPEC_NAME}"
-# Deploy and the webhook listener both hold this lock while they replace the app, so they never do it at
-# once; it lives in the listener's own folder on the host, which the listener mounts.
+# Deploy and the webhook listener both hold this lock while they switch the app, so they never do it at once;
+# it lives in the listener's own folder on the host, which the listener mounts.
 REPLACE_LOCK = f"{contract.HOST_LISTENER_DIR}/{contract.REPLACE_LOCK_NAME}"
 
 

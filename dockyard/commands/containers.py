@@ -12,8 +12,9 @@ from dockyard.spec import NETWORK, ContainerSpec
 
 
 def container_document(spec: ContainerSpec, role: str) -> dict:
-    """Everything `docker run` gets but the image, as data: deploy runs it, and the webhook recreates the app
-    from it on each pushed image. Deploy's bookkeeping labels are added by `run_container` alone."""
+    """Everything `docker run` gets but the image, as data: deploy runs it, and the webhook starts the app's next
+    slot from it on each pushed image (`name` is the service's; the slots add to it). Deploy's bookkeeping labels
+    are added by `run_container` alone."""
     return {
         "name": spec.name,
         "ports": list(spec.ports),

@@ -331,7 +331,8 @@ def test_a_registry_push_switches_the_app_to_its_other_slot_under_load(stack):
     entry = wait_for("history entry", lambda: stack.history())[-1]
     assert load.wait() == [], load.failures[:5]
     print(f"\nregistry push -> v2 serving: {serving - started:.2f}s ({serving - pushed:.2f}s after the push returned); "
-          f"{load.done} requests through the proxy in {load.seconds:.1f}s, {len(load.failures)} failed: {load.answers}")
+          f"{load.done} requests through the proxy in {load.seconds:.1f}s, {len(load.failures)} failed "
+          f"({load.retried} sent again after the proxy closed a kept-alive connection): {load.answers}")
     assert set(load.answers) == {"version v1 greeting hello\n", "version v2 greeting hello\n"}  # under load
 
     assert (entry["trigger"]["source"], entry["trigger"]["repository"], entry["trigger"]["tag"]) == (
