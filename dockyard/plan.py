@@ -174,9 +174,9 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     elif not current.running:
         yield RemoteStep(want.role, "start", spec.name, "stopped", containers.start_container(spec.name))
         yield wait
-    elif rewritten:
-        yield RemoteStep(want.role, "reload", spec.name, "files rewritten", containers.run_inside(spec.name,
-                                                                                                 want.reload))
+    elif rewritten:  # a role that reloads its files in place (without one, rewritten files recreate it above)
+        yield RemoteStep(want.role, "reload", spec.name, "files rewritten",
+                         containers.run_inside(spec.name, want.reload))
 
 
 def _slot_steps(want: Desired, facts: HostFacts, changes: Callable[[Seen], list[str]]):
