@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import re
 import shutil
 import ssl
@@ -327,6 +328,8 @@ def main() -> int:
         finally:
             for inventory in sorted((bench.root / "inventory").glob("*.yml")):
                 teardown(bench.env(inventory.stem))
+    # the machine is shared: a busy one stretches every time above, the peer's as much as dockyard's
+    results.add("load_average_1min_at_end", round(os.getloadavg()[0], 1), unit=f"on {os.cpu_count()} cores")
     print()
     widths = [max(len(r[i]) for r in [("measure", "value", "target"), *results.rows]) for i in range(3)]
     for row in [("measure", "value", "target"), *results.rows]:
