@@ -168,7 +168,7 @@ def release_next_version(bench: Bench, env: Env) -> Released:
 
 
 def deployed(bench: Bench) -> Env:
-    """The bench's own environment, provisioned and converged (quietly, when the cold part did not run)."""
+    """The bench's own environment, provisioned and converged: nothing to do when an earlier part stood it up."""
     env = bench.env("bench")
     env.provider.provision()
     deploy.converge(env)
