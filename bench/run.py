@@ -2,7 +2,9 @@
 
 Everything is measured on real sandbox hosts in a throwaway project (inventory, state and a copy of
 templates/, images/, apps/), which is torn down at the end. SSH connections and remote commands are
-counted by dockyard where they happen, and the connections are checked against sshd's own log.
+counted by dockyard where they happen, and the connections are checked against sshd's own log. pyinfra,
+the peer, deploys an equivalent workload in the same run (bench/peers.py); a 50 Mbit/s uplink is shaped
+with tc into one host (bench/uplink.py).
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import re
+import shlex
 import shutil
 import ssl
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -25,21 +31,56 @@ import docker
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dockyard import contract, deploy, front_door, release  # noqa: E402
+from bench import peers, uplink  # noqa: E402
+from dockyard import contract, deploy, front_door, images, release  # noqa: E402
 from dockyard.environment import Env  # noqa: E402
 from dockyard.lock import Claim  # noqa: E402
 from dockyard.report import Reporter  # noqa: E402
+from dockyard.spec import NETWORK, Target  # noqa: E402
 from dockyard.ssh import STATS  # noqa: E402
+from roles import MODULES, proxy  # noqa: E402
 
 CLAIM = Claim("bench", 300)  # the host lock each measured run takes, as the tasks do
 
 TARGETS = {
+    "cold_deploy_seconds": 40.0,
     "noop_seconds": 2.0,
     "noop_connections_per_host": 1,
+    "proxy_added_median_ms": 1.0,
+    "release_to_serving_seconds": 5.0,
     "release_seconds": 10.0,
     "release_bytes_ratio": 2.0,
-    "fanout_ratio": 1.5,
+    "fanout_ratio": 1.3,
+    "noop_ratio": 0.4,  # dockyard / pyinfra, whole process
+    "template_ratio": 0.5,
+    "recreate_ratio": 1.0,
+    "uplink_cold_bytes_ratio": 1.1,  # bytes into the host / gzipped unique layers
+    "uplink_release_seconds": 5.0,
+    "uplink_release_extra_bytes": 16 * 1024,  # over the changed layers and config
 }
+LATENCY_REQUESTS = 500  # each way, on one kept-alive connection, after as many to warm up
+# Run in a throwaway container of the app's image on the host's docker network: the medians (ms) of GET / sent
+# straight to the app's container, and sent through Caddy over https, verified against its internal CA.
+LATENCY_CLIENT = """
+import http.client, json, socket, ssl, statistics, sys, time
+root, app, proxy, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+class ThroughProxy(http.client.HTTPSConnection):
+    def connect(self):  # to the proxy's container, asking for the site `localhost` its CA signed
+        self.sock = self._context.wrap_socket(socket.create_connection((proxy, 443)), server_hostname="localhost")
+def median_ms(connection):
+    times = []
+    for _ in range(2 * n):
+        started = time.perf_counter()
+        connection.request("GET", "/")
+        connection.getresponse().read()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[n:]) * 1000
+direct = median_ms(http.client.HTTPConnection(app, 8000))
+proxied = median_ms(ThroughProxy("localhost", 443, context=ssl.create_default_context(cadata=root)))
+print(json.dumps({"direct": direct, "proxied": proxied}))
+"""
+UPLINK_RATE = "50mbit"
+PARTS = ("cold", "latency", "release", "peers", "uplink", "fanout")
 
 
 @dataclass
@@ -113,7 +154,7 @@ def cold_and_noop(bench: Bench, results: Results) -> None:
     deploy.converge(env, CLAIM)
     finished = time.monotonic()
     results.add("cold_provision_seconds", provisioned - started, unit="s")
-    results.add("cold_deploy_seconds", finished - provisioned, unit="s")
+    results.add("cold_deploy_seconds", finished - provisioned, f"<= {TARGETS['cold_deploy_seconds']} s", "s")
     for phase, seconds in phases(env).items():
         results.add(f"cold_phase_{phase}_seconds", seconds, unit="s")
 
@@ -127,25 +168,175 @@ def cold_and_noop(bench: Bench, results: Results) -> None:
     results.add("noop_remote_commands", noop["commands"])
 
 
-def release_change(bench: Bench, results: Results) -> None:
-    env = bench.env("bench")
-    app = bench.sources / "apps" / "flask-hello" / "app.py"
-    app.write_text(app.read_text().replace("VERSION = 1", "VERSION = 2"))
-    with counted() as pushed:
-        outcomes = release.release(env, "bench-v2", 120, CLAIM)
+def proxy_latency(bench: Bench, results: Results) -> None:
+    env = deployed(bench)
     (record,) = env.hosts()
+    with env.connect(record) as conn:
+        serving = conn.run(f"sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' {contract.HOST_UPSTREAM_FILE}").strip()
+        root = conn.run(f"docker exec {proxy.NAME} cat {proxy.ROOT_CERTIFICATE}")
+        image = conn.run(f"docker inspect --format '{{{{.Config.Image}}}}' {serving}").strip()
+        client = shlex.join(["docker", "run", "--rm", "--network", NETWORK, image, "python3", "-c", LATENCY_CLIENT,
+                             root, serving, proxy.NAME, str(LATENCY_REQUESTS)])
+        medians = json.loads(conn.run(client))
+    results.add("app_direct_median_ms", medians["direct"], unit="ms (plain http to the app's container)")
+    results.add("proxy_median_ms", medians["proxied"], unit="ms (https through Caddy)")
+    results.add("proxy_added_median_ms", medians["proxied"] - medians["direct"],
+                f"<= {TARGETS['proxy_added_median_ms']} ms", "ms")
+
+
+@dataclass
+class Released:
+    seconds: float  # until the old version has stopped
+    serving_seconds: float  # until the new version answers through the proxy
+    push_seconds: float
+    redeploy_seconds: float
+    serving: str
+    bytes_sent: int  # over SSH, as dockyard counts it
+    changed_layer_bytes: int  # compressed, as pushed
+    new_config_bytes: int
+
+
+def release_next_version(bench: Bench, env: Env) -> Released:
+    """Change one line of the app (its version), release it and ask the proxy what serves."""
+    app = bench.sources / "apps" / "flask-hello" / "app.py"
+    version = int(re.search(r"^VERSION = (\d+)$", app.read_text(), re.MULTILINE)[1]) + 1
+    app.write_text(re.sub(r"^VERSION = \d+$", f"VERSION = {version}", app.read_text(), flags=re.MULTILINE))
+    tag = f"bench-v{version}"
+    (record,) = env.hosts()
+    url = f"{front_door.url(env.inventory, record)}/"
     trusted = ssl.create_default_context(cafile=front_door.export_ca(env, None))
-    answer = urllib.request.urlopen(f"{front_door.url(env.inventory, record)}/", timeout=5, context=trusted)
-    body = answer.read().decode()
-    layers, config = changed_blobs(env, record, "bench-v2")
-    results.add("release_seconds", pushed["seconds"], f"<= {TARGETS['release_seconds']} s", "s")
-    results.add("release_push_seconds", outcomes[0].push_seconds, unit="s")
-    results.add("release_redeploy_seconds", outcomes[0].redeploy_seconds, unit="s")
-    results.add("release_serving", body.strip())
-    results.add("release_bytes_sent_over_ssh", pushed["bytes_sent"], unit="B")
-    results.add("release_changed_layer_bytes", layers, unit="B (compressed, as pushed)")
-    results.add("release_new_config_bytes", config, unit="B")
-    results.add("release_bytes_ratio", pushed["bytes_sent"] / max(layers, 1), f"<= {TARGETS['release_bytes_ratio']}")
+    serving = ServingWatch(url, trusted, f"Version {version}")
+    with counted() as pushed:
+        (outcome,) = release.release(env, tag, 120, CLAIM)
+    answer = urllib.request.urlopen(url, timeout=5, context=trusted)
+    layers, config = changed_blobs(env, record, tag)
+    return Released(pushed["seconds"], serving.seconds(), outcome.push_seconds, outcome.redeploy_seconds,
+                    answer.read().decode().strip(), pushed["bytes_sent"], layers, config)
+
+
+def deployed(bench: Bench) -> Env:
+    """The bench's own environment, provisioned and converged: nothing to do when an earlier part stood it up."""
+    env = bench.env("bench")
+    env.provider.provision()
+    deploy.converge(env, CLAIM)
+    return bench.env("bench")
+
+
+def release_change(bench: Bench, results: Results) -> None:
+    done = release_next_version(bench, deployed(bench))
+    results.add("release_to_serving_seconds", done.serving_seconds, f"<= {TARGETS['release_to_serving_seconds']} s",
+                "s (from `app.release` to the new version answering through the proxy)")
+    results.add("release_seconds", done.seconds, f"<= {TARGETS['release_seconds']} s",
+                "s (until the old version has stopped)")
+    results.add("release_push_seconds", done.push_seconds, unit="s")
+    results.add("release_redeploy_seconds", done.redeploy_seconds, unit="s")
+    results.add("release_serving", done.serving)
+    results.add("release_bytes_sent_over_ssh", done.bytes_sent, unit="B")
+    results.add("release_changed_layer_bytes", done.changed_layer_bytes, unit="B (compressed, as pushed)")
+    results.add("release_new_config_bytes", done.new_config_bytes, unit="B")
+    results.add("release_bytes_ratio", done.bytes_sent / max(done.changed_layer_bytes, 1),
+                f"<= {TARGETS['release_bytes_ratio']}")
+
+
+def peers_side_by_side(bench: Bench, results: Results, runs: int) -> None:
+    """pyinfra's five containers on one host, dockyard's stack on another: no-op, template change, recreate."""
+    ours = deployed(bench)
+    bench.inventory("peer", 1)
+    theirs = bench.env("peer")
+    theirs.provider.provision()
+    deploy.converge(theirs, CLAIM, only=())  # Docker alone: pyinfra deploys the rest
+    folder = bench.root / "pyinfra"
+    folder.mkdir()
+    tools = [
+        peers.pyinfra_tool(theirs, folder),
+        peers.dockyard_tool(ours, bench.root / "state", bench.root / "inventory"),
+    ]
+    for tool in tools:
+        tool.run()  # pyinfra's first deploy; for both, whatever a fresh process warms
+    measures = {
+        "noop": peers.median_runs(tools, runs),
+        "template": peers.median_runs(tools, runs, lambda tool: tool.toggle_template()),
+        "recreate": peers.median_runs(tools, runs, lambda tool: tool.remove_containers()),
+    }
+    for measure, seconds in measures.items():
+        for name, value in seconds.items():
+            results.add(f"{measure}_{name}_seconds", value, unit=f"s (median of {runs})")
+        results.add(f"{measure}_ratio", seconds["dockyard"] / seconds["pyinfra"],
+                    f"<= {TARGETS[f'{measure}_ratio']} x pyinfra")
+    for tool in tools:
+        results.add(f"restart_policy_repaired_{tool.name}", peers.repairs_restart_policy(tool), "yes (dockyard)")
+    teardown(theirs)
+
+
+def shipped_refs(env: Env) -> list[str]:
+    """The local images a deploy of `env` ships or pushes to its hosts."""
+    online = images.resolve_source(env.inventory.images) == "online"
+    specs = [
+        MODULES[role].declare(Target(env.inventory, record, online))
+        for record in env.hosts() for role in record.roles
+    ]
+    return sorted({built.ref for built in deploy.build_images(env, specs, online).values()})
+
+
+def shaped_uplink(bench: Bench, results: Results) -> None:
+    """A cold deploy, then a one-line release, into a fresh host through a 50 Mbit/s uplink."""
+    bench.inventory("uplink", 1)
+    env = bench.env("uplink")
+    env.provider.provision()
+    (record,) = env.hosts()
+    device = uplink.veth(record.provider["container"])
+    with uplink.shaped(device, UPLINK_RATE):
+        start, started = uplink.Counters.read(device), time.monotonic()
+        deploy.converge(env, CLAIM, only=())
+        docker, installed = uplink.Counters.read(device), time.monotonic()
+        deploy.converge(env, CLAIM)
+        deployed, finished = uplink.Counters.read(device), time.monotonic()
+        before_release = uplink.Counters.read(device)
+        done = release_next_version(bench, env)
+        released = uplink.Counters.read(device) - before_release
+    compressed, raw = uplink.compressed_unique_layers(shipped_refs(env))
+    results.add("uplink_rate", UPLINK_RATE)
+    results.add("uplink_cold_seconds", finished - started, unit=f"s (docker install {installed - started:.1f} s)")
+    results.add("uplink_docker_install_bytes_in", (docker - start).sent, unit="B (apt, through the same link)")
+    results.add("uplink_deploy_bytes_in", (deployed - docker).sent, unit="B")
+    results.add("uplink_deploy_bytes_out", (deployed - docker).received, unit="B")
+    results.add("uplink_unique_layers_gzip_bytes", compressed, unit=f"B ({raw} B uncompressed)")
+    results.add("uplink_cold_bytes_ratio", (deployed - docker).sent / compressed,
+                f"<= {TARGETS['uplink_cold_bytes_ratio']}")
+    results.add("uplink_release_seconds", done.seconds, f"<= {TARGETS['uplink_release_seconds']} s",
+                f"s (push {done.push_seconds:.1f} s, redeploy {done.redeploy_seconds:.1f} s)")
+    results.add("uplink_release_serving", done.serving)
+    changed = done.changed_layer_bytes + done.new_config_bytes
+    results.add("uplink_release_bytes_in", released.sent,
+                f"<= {changed + TARGETS['uplink_release_extra_bytes']} B (changed {changed} B + 16 KB)", "B")
+    results.add("uplink_release_bytes_out", released.received, unit="B")
+    teardown(env)
+
+
+class ServingWatch:
+    """Asks `url` every 50 ms, from now on, until the answer holds `text`."""
+
+    def __init__(self, url: str, context: ssl.SSLContext, text: str):
+        self.started = time.monotonic()
+        self.seen: float | None = None
+        self._thread = threading.Thread(target=self._watch, args=(url, context, text), daemon=True)
+        self._thread.start()
+
+    def _watch(self, url: str, context: ssl.SSLContext, text: str) -> None:
+        while time.monotonic() - self.started < 300:
+            try:
+                if text in urllib.request.urlopen(url, timeout=5, context=context).read().decode():
+                    self.seen = time.monotonic()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def seconds(self) -> float:
+        self._thread.join()
+        if self.seen is None:
+            raise RuntimeError("the new version never answered")
+        return self.seen - self.started
 
 
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -190,22 +381,32 @@ def teardown(env: Env) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=str(REPO / "bench" / "results" / "latest.json"))
-    parser.add_argument("--skip-fanout", action="store_true", help="skip the one-vs-three hosts measure")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=PARTS, metavar="PART",
+                        help=f"run only these parts, in this order: {' '.join(PARTS)}")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each tool per side-by-side measure")
     args = parser.parse_args()
     results = Results()
+    parts = {
+        "cold": ("cold provision + deploy, then a no-op deploy", lambda: cold_and_noop(bench, results)),
+        "latency": ("the proxy's added latency", lambda: proxy_latency(bench, results)),
+        "release": ("release of a one-line change", lambda: release_change(bench, results)),
+        "peers": (f"dockyard and {peers.PYINFRA}, side by side", lambda: peers_side_by_side(bench, results, args.runs)),
+        "uplink": (f"cold deploy and release through a {UPLINK_RATE} uplink", lambda: shaped_uplink(bench, results)),
+        "fanout": ("fan-out: one host, then three", lambda: fan_out(bench, results)),
+    }
     with tempfile.TemporaryDirectory(prefix="dockyard-bench-") as tmp:
         bench = Bench(Path(tmp))
         bench.inventory("bench", 1)
         try:
-            print("cold provision + deploy, then a no-op deploy", flush=True)
-            cold_and_noop(bench, results)
-            print("release of a one-line change", flush=True)
-            release_change(bench, results)
+            for part in (p for p in PARTS if p in args.only):
+                title, run = parts[part]
+                print(title, flush=True)
+                run()
         finally:
-            teardown(bench.env("bench"))
-        if not args.skip_fanout:
-            print("fan-out: one host, then three", flush=True)
-            fan_out(bench, results)
+            for inventory in sorted((bench.root / "inventory").glob("*.yml")):
+                teardown(bench.env(inventory.stem))
+    # the machine is shared: a busy one stretches every time above, the peer's as much as dockyard's
+    results.add("load_average_1min_at_end", round(os.getloadavg()[0], 1), unit=f"on {os.cpu_count()} cores")
     print()
     widths = [max(len(r[i]) for r in [("measure", "value", "target"), *results.rows]) for i in range(3)]
     for row in [("measure", "value", "target"), *results.rows]:

@@ -6,6 +6,8 @@ Standard library only: it runs inside the listener's image as well as in dockyar
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import get_args, get_origin
 
 # Labels deploy puts on each container it starts.
@@ -31,7 +33,6 @@ LISTENER_STATE_DIR = "/var/lib/dockyard-webhook"
 # The same names in the host's folder and in the listener's.
 APP_SPEC_NAME = "container.json"
 HISTORY_NAME = "history.jsonl"
-REPLACE_LOCK_NAME = "app.lock"
 
 # The host lock: every run that changes the host holds an exclusive `flock` on HOST_LOCK_NAME for its whole duration
 # (deploy through its SSH session, the listener around a redeploy), and whoever takes it writes HOLDER_NAME beside
@@ -41,6 +42,45 @@ LISTENER_LOCK_DIR = "/var/lib/dockyard-lock"  # where the listener mounts HOST_L
 HOST_LOCK_NAME = "host.lock"
 HOLDER_NAME = "holder.json"
 HOLDER_FIELDS = {"who": str, "from": str, "task": str, "since": str, "pid": int}
+
+# Zero-downtime replacement: the app runs as `<name>-blue` or `<name>-green`, and the proxy serves the one the
+# upstream file names. The file is state, not config: deploy and the listener rewrite it on each switch, and Caddy
+# reads it at start, so the current slot survives proxy restarts and host reboots.
+SLOTS = ("blue", "green")
+HOST_UPSTREAM_DIR = "/var/lib/dockyard/proxy"
+LISTENER_UPSTREAM_DIR = "/var/lib/dockyard-webhook-proxy"  # where the listener mounts that folder
+UPSTREAM_NAME = "app.upstream"
+HOST_UPSTREAM_FILE = f"{HOST_UPSTREAM_DIR}/{UPSTREAM_NAME}"
+PROXY_CONTAINER = "dockyard-proxy"
+# Run inside the proxy's container: Caddy adapts its Caddyfile again, the upstream file it imports included, and
+# swaps the config in without dropping a request (an unchanged config is left alone).
+PROXY_RELOAD = ("caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile")
+# After the reload and before the old container is stopped: requests the old config still routes get there.
+SWITCH_SETTLE_SECONDS = 1
+_UPSTREAM = re.compile(r"to ([A-Za-z0-9][A-Za-z0-9_.-]*):([0-9]{1,5})")
+
+
+def slot_names(name: str) -> tuple[str, str]:
+    """The containers a service with slots runs as, `dockyard-app-blue` and `dockyard-app-green`."""
+    return tuple(f"{name}-{slot}" for slot in SLOTS)
+
+
+def upstream_line(container: str, port: int) -> str:
+    """The upstream file's content: the one directive Caddy imports into the app's `reverse_proxy` block."""
+    return f"to {container}:{port}\n"
+
+
+def upstream_target(text: str) -> tuple[str, int] | None:
+    """The container and port an upstream file names; None when it names none."""
+    match = _UPSTREAM.fullmatch(text.strip())
+    return (match[1], int(match[2])) if match else None
+
+
+def next_slot(name: str, serving: str, exists: Callable[[str], bool]) -> str:
+    """Where a new container of `name` starts: green while blue serves (the upstream file names it and it
+    exists), blue otherwise. Never the container that serves. `commands.switch` says the same in shell."""
+    blue, green = slot_names(name)
+    return green if serving == blue and exists(blue) else blue
 
 # The app's container document: everything `docker run` gets but the image, as
 # dockyard.commands.containers.container_document writes it. A nested table is an object that may also be null.

@@ -84,7 +84,7 @@ def read_facts(conn: HostConnection, desired: Sequence[Desired] = ()) -> facts.H
 def facts_script(conn: HostConnection, desired: Sequence[Desired] = (), start: bool = False) -> str:
     """The facts read (tests/fixtures/facts/ holds recorded outputs); `start`: bring a stopped engine up first."""
     paths = [f.dest for want in desired for f in want.files]
-    names = [want.container.name for want in desired]
+    names = [name for want in desired for name in want.container_names]
     return facts_command.script(conn.record.user, paths, names, start)
 
 
@@ -164,10 +164,11 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
             .encode(),
             f.mode,
             f.secret,
+            f.create_only,
         )
         for f in spec.files
     )
-    return Desired(spec.role, container, resolved, files, spec.lock)
+    return Desired(spec.role, container, resolved, files, spec.reload, spec.slots)
 
 
 def _templates(folder: Path) -> jinja2.Environment:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from dockyard.commands.facts import ABSENT, RUNNING, SECTIONS, STOPPED
-from dockyard.contract import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
+from dockyard.contract import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, upstream_target
 from dockyard.errors import FactsError
 
 STRICT = "strict"  # equal: what is added by hand is drift too
@@ -127,6 +127,7 @@ class HostFacts:
     containers: dict[str, Seen] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)  # ref -> image id
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256
+    serving: str = ""  # the app container the proxy's upstream file names; empty when it names none
 
 
 def parse(output: str, where: str) -> HostFacts:
@@ -147,6 +148,7 @@ def parse(output: str, where: str) -> HostFacts:
             containers={c.name: c for c in map(seen, _json_list(sections["containers"]))},
             images={ref: image_id for ref, image_id in _pairs(sections["images"], " ") if not ref.endswith(":<none>")},
             files={path: digest for digest, path in _pairs(sections["files"], "  ")},
+            serving=(upstream_target(sections["upstream"]) or ("",))[0],
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise FactsError(f"{where}: the facts read returned what it cannot parse ({type(e).__name__}: {e}); "

@@ -57,7 +57,9 @@ class Host:
 
 
 class Service:
-    """What every service's settings answer: the host ports it takes."""
+    """What every service's settings answer: the host ports it takes, and who may reach them."""
+
+    open_to: tuple[str, ...] = ()  # a service without the key is open to no one
 
     def ports(self) -> dict[str, int]:
         """The ports the service publishes on its host, by inventory key."""
@@ -110,12 +112,16 @@ class Proxy(Service):
 
 
 @dataclass(frozen=True)
-class App(BehindProxy):
-    port: int = 8000
-    open_to: tuple[str, ...] = ()
+class App(Service):
+    """No host port: the proxy reaches it on the docker network, and during a switch two of its containers run
+    side by side."""
+
     repository: str = "flask-hello"  # repository in the private registry
     source: str = "apps/flask-hello"  # build context, relative to the project
     health_path: str = "/healthz"
+
+    def ports(self) -> dict[str, int]:
+        return {}
 
 
 @dataclass(frozen=True)

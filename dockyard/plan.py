@@ -6,12 +6,14 @@ run on the host; a transfer moves a local image onto it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from dockyard.commands import containers, engine, files
+from dockyard.commands import containers, engine, files, switch
 from dockyard.commands.facts import ABSENT, RUNNING, STOPPED
-from dockyard.facts import HostFacts
+from dockyard.contract import slot_names
+from dockyard.facts import HostFacts, Seen
 from dockyard.inventory import Docker
 from dockyard.spec import Desired
 
@@ -19,7 +21,8 @@ from dockyard.spec import Desired
 @dataclass(frozen=True)
 class RemoteStep:
     role: str
-    action: str  # install | enable | guard | start | wait | group | write | pull | tag | run | recreate
+    # install | enable | guard | start | wait | group | write | pull | tag | run | recreate | reload | switch | settle
+    action: str
     target: str
     reason: str
     command: str
@@ -132,40 +135,67 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
         yield RemoteStep(want.role, "pull", image.ref, "from the host's registry", containers.pull(image.ref))
     delivered.add(image.ref)
 
-    # 2. files: write only what differs
+    # 2. files: write only what differs; a file created once is left alone afterwards
     rewritten = []
     for file in want.files:
         seen = facts.files.get(file.dest)
-        if seen != file.sha256:
+        if seen == file.sha256 or (file.create_only and seen is not None):
+            continue
+        if not file.create_only:
             rewritten.append(file.dest)
-            yield RemoteStep(want.role, "write", file.dest, "new" if seen is None else "changed",
-                             files.write_file(file))
+        yield RemoteStep(want.role, "write", file.dest, "new" if seen is None else "changed", files.write_file(file))
 
     # 3. the container
     wanted_id = image.image_id or facts.images.get(image.ref)
+
+    def changes(current: Seen) -> list[str]:
+        """Why `current` must be replaced; none when it runs what is declared."""
+        reasons = []
+        if current.digest != want.digest:
+            reasons.append("config" if rewritten and not want.reload else "spec")
+        reasons += [f"drift: {name}" for name in current.drift(containers.container_document(spec, want.role))]
+        # A container the webhook moved to a newer pushed image still counts as declared: deploy changes it
+        # only when what deploy declares changes.
+        if image_changing or (current.image_id != wanted_id and current.declared_image != image.ref):
+            reasons.append("image")
+        if rewritten and not want.reload and "config" not in reasons:
+            reasons.append("files rewritten")
+        return reasons
+
+    if want.slots:
+        yield from _slot_steps(want, facts, changes)
+        return
     current = facts.containers.get(spec.name)
     create = f"{containers.ensure_network(spec.network)}\n{containers.run_container(spec, want.role, want.digest)}"
     wait = RemoteStep(want.role, "wait", spec.name, "healthy", containers.wait_healthy(spec.name))
     if current is None:
-        yield RemoteStep(want.role, "run", spec.name, "missing", containers.locked(want.lock, create))
+        yield RemoteStep(want.role, "run", spec.name, "missing", create)
         yield wait
         return
-    reasons = []
-    if current.digest != want.digest:
-        reasons.append("config" if rewritten else "spec")
-    reasons += [f"drift: {name}" for name in current.drift(containers.container_document(spec, want.role))]
-    # A container the webhook moved to a newer pushed image still counts as declared: deploy changes it
-    # only when what deploy declares changes.
-    if image_changing or (current.image_id != wanted_id and current.declared_image != image.ref):
-        reasons.append("image")
-    if rewritten and "config" not in reasons:
-        reasons.append("files rewritten")
-    if reasons:
-        yield RemoteStep(
-            want.role, "recreate", spec.name, ", ".join(reasons),
-            containers.locked(want.lock, f"{containers.remove_container(spec.name)}\n{create}"),
-        )
+    if reasons := changes(current):
+        yield RemoteStep(want.role, "recreate", spec.name, ", ".join(reasons),
+                         f"{containers.remove_container(spec.name)}\n{create}")
         yield wait
     elif not current.running:
         yield RemoteStep(want.role, "start", spec.name, "stopped", containers.start_container(spec.name))
         yield wait
+    elif rewritten:  # a role that reloads its files in place (without one, rewritten files recreate it above)
+        yield RemoteStep(want.role, "reload", spec.name, "files rewritten",
+                         containers.run_inside(spec.name, want.reload))
+
+
+def _slot_steps(want: Desired, facts: HostFacts, changes: Callable[[Seen], list[str]]):
+    """A service with slots: the container the upstream file names serves. A change, or none serving, is a switch
+    to the other slot; any other container of the service was left by a switch cut short, and is settled."""
+    spec, slots = want.container, want.slots
+    serving = facts.containers.get(facts.serving) if facts.serving in slot_names(spec.name) else None
+    leftovers = [n for n in slots.names(spec.name) if n in facts.containers and not (serving and n == serving.name)]
+    if serving is None or (reasons := changes(serving)):
+        reason = ", ".join(reasons) if serving else "no slot serves" if leftovers else "missing"
+        yield RemoteStep(want.role, "switch", spec.name, reason, switch.switch(spec, want.role, want.digest, slots))
+        return
+    if not serving.running:
+        yield RemoteStep(want.role, "start", serving.name, "stopped", containers.start_container(serving.name))
+        yield RemoteStep(want.role, "wait", serving.name, "healthy", containers.wait_healthy(serving.name))
+    if leftovers:
+        yield RemoteStep(want.role, "settle", ", ".join(leftovers), "left by a switch cut short", switch.settle(spec, slots))

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from dockyard import contract
 from dockyard.contract import DOCKER_STOP_TIMEOUT
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class File:
     mode: int = 0o644
     secret: bool = False  # never printed; written 0600
     values: tuple[tuple[str, str], ...] = ()  # extra template values the role computes
+    create_only: bool = False  # written only while missing: its content is someone else's afterwards
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,29 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class Slots:
+    """A container replaced without downtime: it runs as `<name>-blue` or `<name>-green`, and the proxy serves the
+    one the upstream file names. A change starts the other slot, waits until it is healthy, switches the proxy to
+    it, then stops the old one with its grace period."""
+
+    port: int  # where the proxy reaches the container
+    upstream: str = contract.HOST_UPSTREAM_FILE
+    proxy: str = contract.PROXY_CONTAINER
+    reload: tuple[str, ...] = contract.PROXY_RELOAD  # run in the proxy: it reads the upstream file again
+
+    def names(self, name: str) -> tuple[str, ...]:
+        """Every container the service may be found as: its slots, and its plain name from before slots."""
+        return (*contract.slot_names(name), name)
+
+
+@dataclass(frozen=True)
 class RoleSpec:
     role: str
     image: Image
     container: ContainerSpec
     files: tuple[File, ...] = ()
-    lock: str | None = None  # a host file held while the container is replaced
+    reload: tuple[str, ...] = ()  # run in the container to apply changed files; none: changed files recreate it
+    slots: Slots | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,7 @@ class Rendered:
     content: bytes
     mode: int
     secret: bool
+    create_only: bool = False
 
     @property
     def sha256(self) -> str:
@@ -109,15 +129,24 @@ class Desired:
     container: ContainerSpec
     image: ResolvedImage
     files: tuple[Rendered, ...] = field(default=())
-    lock: str | None = None
+    reload: tuple[str, ...] = ()
+    slots: Slots | None = None
+
+    @property
+    def container_names(self) -> tuple[str, ...]:
+        """The containers the role may be found as on the host."""
+        return self.slots.names(self.container.name) if self.slots else (self.container.name,)
 
     @property
     def digest(self) -> str:
-        return spec_digest(self.container, self.files)
+        # files a reload applies, and files written only once, leave the container as it is
+        recreating = () if self.reload else tuple(f for f in self.files if not f.create_only)
+        return spec_digest(self.container, recreating)
 
 
 def spec_digest(container: ContainerSpec, files: tuple[Rendered, ...]) -> str:
-    """One string that changes when anything but the image changes: the spec and its files' contents."""
+    """One string that changes when anything but the image changes: the spec and the contents of the files the
+    container must be recreated for."""
     payload = {
         "container": replace(container, image="", labels=()).as_dict(),
         "files": sorted((f.dest, f.sha256, f.mode) for f in files),

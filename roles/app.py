@@ -1,18 +1,15 @@
 """The Flask app, built from its folder and served by gunicorn."""
 
 from dockyard import contract
-from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
+from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Slots, Target
 
 NAME = "dockyard-app"
 CONTAINER_PORT = 8000
 # gunicorn's --graceful-timeout in apps/flask-hello is 8 s: `docker stop` waits a little longer for in-flight
-# requests before it kills. 10 s is also Docker's default, which a container the webhook recreates gets.
+# requests before it kills. 10 s is also Docker's default, which a container the webhook starts gets.
 STOP_GRACE = 10
-# The webhook recreates the app from this file, so a redeploy keeps exactly what deploy declared.
+# The webhook starts the app's next slot from this file, so a redeploy keeps exactly what deploy declared.
 SPEC_FILE = f"{contract.HOST_APP_SPEC_DIR}/{contract.APP_SPEC_NAME}"
-# Deploy and the webhook listener both hold this lock while they replace the app, so they never do it at
-# once; it lives in the listener's own folder on the host, which the listener mounts.
-REPLACE_LOCK = f"{contract.HOST_LISTENER_DIR}/{contract.REPLACE_LOCK_NAME}"
 
 
 def declare(target: Target) -> RoleSpec:
@@ -21,12 +18,11 @@ def declare(target: Target) -> RoleSpec:
         role="app",
         image=Image("app", build=settings.source, repository=settings.repository),
         files=(File(SPEC_FILE, template="app/container.json.j2"),),
-        lock=REPLACE_LOCK,
         container=ContainerSpec(
-            name=NAME,
-            # reached through the proxy, on the docker network; published only when the inventory opens it
-            ports=target.publish("app", {"port": CONTAINER_PORT}),
+            name=NAME,  # the service's: it runs as dockyard-app-blue or dockyard-app-green
+            # no host port: the proxy reaches it on the docker network, and two slots run side by side in a switch
             health=Health(CONTAINER_PORT, settings.health_path),
             stop_timeout=STOP_GRACE,
         ),
+        slots=Slots(CONTAINER_PORT),
     )

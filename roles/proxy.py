@@ -4,16 +4,16 @@ Online it is the official image; offline Debian's caddy package on dockyard's ba
 the internal CA live on volumes, so recreating the proxy keeps them.
 """
 
-from dockyard.contract import CONFIG_ROOT
+from dockyard import contract
 from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Target
 from roles import app, webhook
 
-NAME = "dockyard-proxy"
-CONFIG_DIR = f"{CONFIG_ROOT}/proxy"
+NAME = contract.PROXY_CONTAINER
+CONFIG_DIR = f"{contract.CONFIG_ROOT}/proxy"
 # The app's upstream: one line, `to <container>:<port>`, imported into the Caddyfile. It lives apart from the
-# config because it names the app container that serves now.
-UPSTREAM_DIR = "/var/lib/dockyard/proxy"
-UPSTREAM_FILE = f"{UPSTREAM_DIR}/app.upstream"
+# config because it names the app's slot that serves now: the app's switch writes it, the proxy only creates it.
+UPSTREAM_DIR = contract.HOST_UPSTREAM_DIR
+UPSTREAM_FILE = contract.HOST_UPSTREAM_FILE
 UPSTREAM_MOUNT = "/var/lib/dockyard-proxy"
 # The internal CA's root, where Caddy keeps it under XDG_DATA_HOME=/data.
 ROOT_CERTIFICATE = "/data/caddy/pki/authorities/local/root.crt"
@@ -29,8 +29,12 @@ def declare(target: Target) -> RoleSpec:
         files=(
             # folders are mounted, not files: deploy replaces files atomically, which a file mount would miss
             File(f"{CONFIG_DIR}/Caddyfile", template="proxy/Caddyfile.j2", values=_caddyfile_values(target)),
-            File(UPSTREAM_FILE, content=f"to {app.NAME}:{app.CONTAINER_PORT}\n"),
+            # Caddy refuses to start without the file it imports; the app's first deploy starts in this slot
+            File(UPSTREAM_FILE, content=contract.upstream_line(contract.slot_names(app.NAME)[0], app.CONTAINER_PORT),
+                 create_only=True),
         ),
+        # a changed Caddyfile is applied in place: the front door stays open
+        reload=contract.PROXY_RELOAD,
         container=ContainerSpec(
             name=NAME,
             ports=target.publish("proxy", INSIDE),
@@ -59,7 +63,7 @@ def _caddyfile_values(target: Target) -> tuple[tuple[str, str], ...]:
         # clients that send no name (https://<ip>/) get the certificate of this one
         ("default_sni", settings.domain or target.host.address),
         ("https_suffix", "" if settings.https_port == 443 else f":{settings.https_port}"),
-        ("upstream", f"{UPSTREAM_MOUNT}/app.upstream"),
+        ("upstream", f"{UPSTREAM_MOUNT}/{contract.UPSTREAM_NAME}"),
         ("webhook", f"{webhook.NAME}:{webhook.CONTAINER_PORT}" if "webhook" in target.host.roles else ""),
         ("health_port", str(HEALTH_PORT)),
     )

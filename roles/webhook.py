@@ -19,7 +19,8 @@ def declare(target: Target) -> RoleSpec:
     return RoleSpec(
         role="webhook",
         image=IMAGE,
-        files=(File(CONFIG, template="webhook/config.json.j2", secret=True),),
+        files=(File(CONFIG, template="webhook/config.json.j2", secret=True,
+                    values=(("proxy", contract.PROXY_CONTAINER),)),),
         container=ContainerSpec(
             name=NAME,
             # Docker Hub reaches /hooks/ through the proxy, the registry the listener on the docker network
@@ -31,6 +32,8 @@ def declare(target: Target) -> RoleSpec:
                 f"{contract.HOST_LISTENER_DIR}:{contract.LISTENER_STATE_DIR}",
                 # the host lock, which each redeploy holds as deploy does
                 f"{contract.HOST_LOCK_DIR}:{contract.LISTENER_LOCK_DIR}",
+                # it switches the proxy to the app's new slot by rewriting the upstream file
+                f"{contract.HOST_UPSTREAM_DIR}:{contract.LISTENER_UPSTREAM_DIR}",
             ),
             health=Health(CONTAINER_PORT, "/healthz"),
             # let a redeploy in flight finish, or roll back, before the listener is stopped

@@ -12,8 +12,9 @@ from dockyard.spec import NETWORK, ContainerSpec
 
 
 def container_document(spec: ContainerSpec, role: str) -> dict:
-    """Everything `docker run` gets but the image, as data: deploy runs it, and the webhook recreates the app
-    from it on each pushed image. Deploy's bookkeeping labels are added by `run_container` alone."""
+    """Everything `docker run` gets but the image, as data: deploy runs it, and the webhook starts the app's next
+    slot from it on each pushed image (`name` is the service's; the slots add to it). Deploy's bookkeeping labels
+    are added by `run_container` alone."""
     return {
         "name": spec.name,
         "ports": list(spec.ports),
@@ -30,9 +31,11 @@ def container_document(spec: ContainerSpec, role: str) -> dict:
     }
 
 
-def run_container(spec: ContainerSpec, role: str, digest: str) -> str:
+def run_container(spec: ContainerSpec, role: str, digest: str, name: str | None = None) -> str:
+    """`docker run` of the spec; `name` is a shell word to name the container by instead, such as "$slot" for the
+    slot a switch picks on the host."""
     doc = container_document(spec, role)
-    args = ["run", "--detach", "--name", doc["name"], "--restart", doc["restart"], "--network", doc["network"]]
+    args = ["--restart", doc["restart"], "--network", doc["network"]]
     if spec.stop_timeout != DOCKER_STOP_TIMEOUT:
         # not in the document: the webhook's SDK cannot set it, and the app keeps Docker's default
         args += ["--stop-timeout", str(spec.stop_timeout)]
@@ -51,15 +54,8 @@ def run_container(spec: ContainerSpec, role: str, digest: str) -> str:
             "--health-cmd", health["command"], "--health-interval", f"{health['interval_s']}s",
             "--health-timeout", f"{health['timeout_s']}s", "--health-retries", str(health["retries"]),
         ]
-    return docker(*args, spec.image, *doc["command"])
-
-
-def locked(lock: str | None, command: str) -> str:
-    """Run `command` holding the `flock` on `lock`, when there is one."""
-    if lock is None:
-        return command
-    folder = str(PurePosixPath(lock).parent)
-    return f"mkdir -p {shlex.quote(folder)} && flock {shlex.quote(lock)} sh -c {shlex.quote(command)}"
+    return f"{docker('run', '--detach', '--name')} {name or shlex.quote(doc['name'])} " + shlex.join(
+        [*args, spec.image, *doc["command"]])
 
 
 def remove_container(name: str) -> str:
@@ -68,6 +64,11 @@ def remove_container(name: str) -> str:
 
 def start_container(name: str) -> str:
     return docker("start", name) + " >/dev/null"
+
+
+def run_inside(name: str, command: tuple[str, ...]) -> str:
+    """Run `command` in the running container `name`."""
+    return docker("exec", name, *command) + " >/dev/null"
 
 
 def ensure_network(name: str = NETWORK) -> str:

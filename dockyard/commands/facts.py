@@ -14,9 +14,11 @@ import shlex
 
 from dockyard.commands.engine import DOCKERD_MARK, GUARD_MARK, GUARD_UNIT, LOOPBACK_GUARD, START_DOCKERD
 from dockyard.commands.lock import LOCK_FD
-from dockyard.contract import ROLE_LABEL
+from dockyard.contract import HOST_UPSTREAM_FILE, ROLE_LABEL
 
-SECTIONS = ("docker", "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files")
+SECTIONS = (
+    "docker", "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files", "upstream",
+)
 ABSENT, STOPPED, RUNNING = "absent", "stopped", "running"
 DAEMON_WAIT = 60  # seconds a read that starts the engine waits for it to answer
 ENGINE_STATE = (
@@ -45,6 +47,7 @@ echo ::groups; id -nG {shlex.quote(user)} 2>/dev/null || true
 echo ::containers; ids=$( ({ids}) 2>/dev/null | sort -u); if [ -n "$ids" ]; then docker inspect $ids; fi
 echo ::images; docker image ls --no-trunc --format '{{{{.Repository}}}}:{{{{.Tag}}}} {{{{.ID}}}}' 2>/dev/null || true
 echo ::files; sha256sum {files} 2>/dev/null || true
+echo ::upstream; cat {HOST_UPSTREAM_FILE} 2>/dev/null || true
 echo ::end"""
 
 

@@ -55,14 +55,15 @@ from dockyard.contract import (
     LISTENER_CONFIG,
     LISTENER_LOCK_DIR,
     LISTENER_STATE_DIR,
-    REPLACE_LOCK_NAME,
+    LISTENER_UPSTREAM_DIR,
+    UPSTREAM_NAME,
 )
 
 PORT = 9000
 CONFIG_PATH = Path(LISTENER_CONFIG)
 APP_SPEC_PATH = Path(LISTENER_APP_SPEC_DIR, APP_SPEC_NAME)
 HISTORY_PATH = Path(LISTENER_STATE_DIR, HISTORY_NAME)
-REPLACE_LOCK = Path(LISTENER_STATE_DIR, REPLACE_LOCK_NAME)
+UPSTREAM_PATH = Path(LISTENER_UPSTREAM_DIR, UPSTREAM_NAME)
 HUB_PREFIX = "/hooks/"
 REGISTRY_PATH = "/registry/events"
 HEALTH_PATH = "/healthz"
@@ -177,7 +178,7 @@ class HostLock:
 
 
 class Service:
-    """Queues triggers and runs each redeploy, holding the host lock: pull, recreate, audit, call back."""
+    """Queues triggers and runs each redeploy, holding the host lock: pull, switch, audit, call back."""
 
     def __init__(self, config: Config, redeployer: Redeployer, history: Path, host_lock: HostLock):
         self.config = config
@@ -417,7 +418,7 @@ def main() -> int:
     except docker.errors.DockerException as e:
         log.error("cannot reach the Docker engine (%s); mount /var/run/docker.sock", first_line(e))
         return 2
-    redeployer = Redeployer(client, APP_SPEC_PATH, config.health_timeout, REPLACE_LOCK)
+    redeployer = Redeployer(client, APP_SPEC_PATH, UPSTREAM_PATH, config.proxy, config.health_timeout)
     service = Service(config, redeployer, HISTORY_PATH, HostLock(Path(LISTENER_LOCK_DIR)))
     server = Listener(("0.0.0.0", PORT), config, service.submit)
     # serve_forever() runs in this thread, and shutdown() waits for it: call it from another.

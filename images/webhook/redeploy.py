@@ -1,38 +1,53 @@
-"""Recreate the app container on a new image, wait for Docker's health check, put the old image back if it fails.
+"""Replace the app without downtime: start the pushed image in the app's other slot, wait for Docker's health
+check, switch the proxy to it, then stop the old container with its grace period. A version that never gets
+healthy is removed; the old container was never stopped and keeps serving.
 
 Only the Docker SDK touches the engine: nothing from a payload ever reaches a shell.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
 import docker.errors
 
-from dockyard.contract import CARRIED_LABELS, DOCKER_STOP_TIMEOUT, document_problem
+from dockyard.contract import (
+    CARRIED_LABELS,
+    DOCKER_STOP_TIMEOUT,
+    PROXY_RELOAD,
+    SWITCH_SETTLE_SECONDS,
+    document_problem,
+    next_slot,
+    slot_names,
+    upstream_line,
+    upstream_target,
+)
 
 POLL_INTERVAL = 0.5
+# The registry notifies as the manifest is stored, and a pull right then has been seen to answer "manifest unknown"
+# (once, 0.2 s after the push): such a pull is tried again for a few seconds.
+PULL_RETRY_SECONDS = 5
+LOG_LINES = 3  # of a new container that never got healthy, into the history's reason
 
 log = logging.getLogger("dockyard-webhook")
 Item = TypeVar("Item")
 
 
 class SpecError(ValueError):
-    """container.json is missing or not what deploy writes; str(e) names the key."""
+    """container.json or the upstream file is missing or not what deploy writes; str(e) names the key."""
 
 
 @dataclass(frozen=True)
 class Outcome:
-    result: str  # success | failure | rolled-back
+    result: str  # success | failure (the container that served before still serves)
     reason: str
     image: str  # the reference pulled
     before: dict | None = None  # image and container the app ran before
@@ -47,6 +62,17 @@ def read_app_spec(path: Path) -> dict:
     if problem := document_problem(doc):
         raise SpecError(f"{path}: {problem}")
     return doc
+
+
+def read_upstream(path: Path) -> tuple[str, int]:
+    """The container the proxy serves now, and its port, as the upstream file names them."""
+    try:
+        target = upstream_target(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SpecError(f"{path}: unreadable ({e}); `invoke deploy` writes it") from None
+    if target is None:
+        raise SpecError(f"{path}: names no container; `invoke deploy` writes it")
+    return target
 
 
 def create_args(doc: dict, image: str, carried: dict[str, str]) -> dict:
@@ -87,70 +113,114 @@ def port_bindings(ports: list[str]) -> dict[str, list[dict]]:
 
 
 class Redeployer:
-    """Replaces the app's container with one running the pushed image, or leaves the previous image running."""
+    """Switches the app to a container of the pushed image, or leaves the one that serves serving."""
 
-    def __init__(self, client: docker.DockerClient, spec_path: Path, health_timeout: float,
-                 lock_path: Path | None = None):
+    def __init__(self, client: docker.DockerClient, spec_path: Path, upstream_path: Path, proxy: str,
+                 health_timeout: float, settle: float = SWITCH_SETTLE_SECONDS):
         self.client = client
         self.spec_path = spec_path
+        self.upstream_path = upstream_path
+        self.proxy = proxy
         self.health_timeout = health_timeout
-        self.lock_path = lock_path
+        self.settle = settle
 
     def redeploy(self, image: str) -> Outcome:
-        with self._locked():
-            return self._redeploy(image)
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Deploy takes the same lock on the host (contract.REPLACE_LOCK_NAME): never both replace the app."""
-        if self.lock_path is None:
-            yield
-            return
-        with self.lock_path.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
-    def _redeploy(self, image: str) -> Outcome:
+        """Switch the app to `image`; the caller holds the host lock."""
         try:
             doc = read_app_spec(self.spec_path)
-            repository, _, tag = image.rpartition(":")
-            pulled = self.client.images.pull(repository, tag=tag)
+            serving, port = read_upstream(self.upstream_path)
         except SpecError as e:
             return Outcome("failure", str(e), image)
+        try:
+            pulled = self._pull(image)
         except docker.errors.DockerException as e:
             return Outcome("failure", f"pulling {image} failed: {first_line(e)}", image)
-        current = self._container(doc["name"])
+        current = self._container(serving)
         before = self._record(current)
         if current and current.attrs["Image"] == pulled.id and current.attrs["State"]["Running"]:
-            return Outcome("success", f"unchanged: {doc['name']} already runs that image", image, before, before)
+            return Outcome("success", f"unchanged: {serving} already runs that image", image, before, before)
         carried = {k: v for k, v in (current.labels if current else {}).items() if k in CARRIED_LABELS}
 
-        problem = self._start(current, create_args(doc, image, carried))
+        name = next_slot(doc["name"], serving, lambda n: self._container(n) is not None)
+        problem = self._start({**create_args(doc, image, carried), "name": name})
         if problem is None:
-            return Outcome("success", "", image, before, self._record(self._container(doc["name"])))
-        if current is None:
-            return Outcome("failure", f"{problem}; there was no previous container to restore", image)
+            problem = self._switch(name, port, serving)
+        if problem is not None:
+            return Outcome("failure", problem, image, before, before)
+        time.sleep(self.settle)
+        retired = self._retire(doc["name"], keep=name)
+        return Outcome("success", retired or "", image, before, self._record(self._container(name)))
 
-        previous = self._previous_ref(current)
-        failed_again = self._start(self._container(doc["name"]), create_args(doc, previous, carried))
-        after = self._record(self._container(doc["name"]))
-        if failed_again:
-            return Outcome("failure", f"{problem}; restoring {previous} failed too: {failed_again}", image,
-                           before, after)
-        return Outcome("rolled-back", f"{problem}; restored {previous}", image, before, after)
+    def _pull(self, image: str):
+        repository, _, tag = image.rpartition(":")
+        deadline = time.monotonic() + PULL_RETRY_SECONDS
+        while True:
+            try:
+                return self.client.images.pull(repository, tag=tag)
+            except docker.errors.APIError as e:
+                if "manifest unknown" not in str(e) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(POLL_INTERVAL)
 
-    def _start(self, current, args: dict) -> str | None:
-        """Replace `current` by a container made from `args` and wait until Docker calls it healthy."""
+    def _start(self, args: dict) -> str | None:
+        """Start a container from `args` in place of whatever holds its name, and wait until Docker calls it
+        healthy; when it never does, remove it and say why."""
+        leftover = self._container(args["name"])
         try:
-            if current is not None:
-                # the old app gets its own stop timeout to finish its requests, as `docker stop` gives it
-                current.stop(timeout=current.attrs["Config"].get("StopTimeout") or DOCKER_STOP_TIMEOUT)
-                current.remove()
+            if leftover is not None:
+                leftover.remove(force=True)  # a switch that never finished: it never served
             container = self.client.containers.create(**args)
             container.start()
         except docker.errors.DockerException as e:
-            return f"starting {args['image']} failed: {first_line(e)}"
-        return self._wait_healthy(container, args["image"])
+            return f"starting {args['image']} as {args['name']} failed: {first_line(e)}"
+        problem = self._wait_healthy(container, args["image"])
+        if problem is not None:
+            try:
+                tail = container.logs(tail=LOG_LINES).decode(errors="replace").strip()
+                container.remove(force=True)
+            except docker.errors.DockerException as e:
+                tail = f"(removing it failed: {first_line(e)})"
+            problem += f", removed; its log ends: {' | '.join(tail.splitlines())[:300]}" if tail else ", removed"
+        return problem
+
+    def _switch(self, name: str, port: int, serving: str) -> str | None:
+        """Point the upstream file at `name` and have the proxy read it. On failure the proxy still serves from
+        `serving` (Caddy keeps its config when a reload fails): put the file back and remove `name`."""
+        try:
+            self._write_upstream(upstream_line(name, port))
+            reloaded = self.client.containers.get(self.proxy).exec_run(list(PROXY_RELOAD))
+            if reloaded.exit_code == 0:
+                return None
+            problem = f"reloading {self.proxy} failed: {last_line(reloaded.output.decode(errors='replace'))}"
+        except (OSError, docker.errors.DockerException) as e:
+            problem = f"switching {self.proxy} to {name} failed: {first_line(e)}"
+        try:
+            self._write_upstream(upstream_line(serving, port))
+            self.client.containers.get(name).remove(force=True)
+        except (OSError, docker.errors.DockerException) as e:
+            problem += f"; undoing it failed too: {first_line(e)}"
+        return problem
+
+    def _write_upstream(self, content: str) -> None:
+        """Atomically: the proxy reads the whole old line or the whole new one, even if it restarts meanwhile."""
+        new = self.upstream_path.with_name(self.upstream_path.name + ".new")
+        new.write_text(content)
+        os.replace(new, self.upstream_path)
+
+    def _retire(self, name: str, keep: str) -> str | None:
+        """Stop every other container of the app, each with its own grace period to finish its requests, and remove
+        it; what went wrong, if anything (the new container serves either way)."""
+        problems = []
+        for old in (*slot_names(name), name):
+            container = None if old == keep else self._container(old)
+            if container is None:
+                continue
+            try:
+                container.stop(timeout=container.attrs["Config"].get("StopTimeout") or DOCKER_STOP_TIMEOUT)
+                container.remove()
+            except docker.errors.DockerException as e:
+                problems.append(f"stopping {old} failed: {first_line(e)}")
+        return "; ".join(problems) or None
 
     def _wait_healthy(self, container, image: str) -> str | None:
         deadline = time.monotonic() + self.health_timeout
@@ -174,16 +244,6 @@ class Redeployer:
         except docker.errors.NotFound:
             return None
 
-    def _previous_ref(self, container) -> str:
-        """The name the old container ran by, unless the push moved it (a new `latest`): then the image id."""
-        ref = container.attrs["Config"]["Image"]
-        try:
-            if self.client.images.get(ref).id == container.attrs["Image"]:
-                return ref
-        except docker.errors.DockerException:
-            pass
-        return container.attrs["Image"]
-
     def _record(self, container) -> dict | None:
         if container is None:
             return None
@@ -194,7 +254,7 @@ class Redeployer:
             digests = []
         return {
             "id": image_id, "image": container.attrs["Config"]["Image"], "digests": digests,
-            "container": container.id[:12],
+            "container": container.id[:12], "name": container.name,
         }
 
 
@@ -245,3 +305,8 @@ class Coalescer(Generic[Item]):
 def first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else "no output"

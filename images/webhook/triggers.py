@@ -20,6 +20,7 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 # A reference to pull, optionally prefixed by a registry host[:port].
 PULL_NAME = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{REPOSITORY.pattern}")
+CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # Docker's own rule, bounded
 MAX_NAME = 255
 MAX_URL = 2048
 MAX_EVENTS = 100
@@ -59,6 +60,7 @@ class Config:
     hub_repository: str | None
     hub_pull: str | None
     health_timeout: float
+    proxy: str  # the proxy's container, where a switch reloads Caddy
 
     def image_for(self, trigger: Trigger) -> str:
         """The reference the host pulls for a trigger."""
@@ -106,10 +108,12 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: registry must be host:port")
     if need("health_timeout", (int, float)) <= 0:
         raise ConfigError(f"{path}: health_timeout must be positive seconds")
+    if not CONTAINER_NAME.fullmatch(need("proxy", str)):
+        raise ConfigError(f"{path}: proxy {data['proxy']!r} is not a container name")
     return Config(
         hub_token=data["hub_token"], registry_token=data["registry_token"], registry=data["registry"],
         app_repository=data["app_repository"], tags=tuple(tags), hub_repository=hub_repository,
-        hub_pull=hub_pull, health_timeout=float(data["health_timeout"]),
+        hub_pull=hub_pull, health_timeout=float(data["health_timeout"]), proxy=data["proxy"],
     )
 
 

@@ -20,14 +20,19 @@ import docker
 import docker.errors
 
 from dockyard import deploy, facts, front_door
+from dockyard.contract import HOST_UPSTREAM_FILE, slot_names
 from dockyard.providers.sandbox import project_id
 from dockyard.state import State
+from roles import app
 from tests.conftest import REPO, Project
 
+# The stack's containers after `provision deploy`; the app starts in its first slot, and each switch moves it to
+# the other one.
 CONTAINERS = (
-    "dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "dockyard-proxy", "dockyard-app",
+    "dockyard-registry", "dockyard-mirror", "dockyard-registry-ui", "dockyard-proxy", "dockyard-app-blue",
     "dockyard-webhook",
 )
+APP_CONTAINERS = (*slot_names(app.NAME), app.NAME)  # its slots, and its name from before slots
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
 
@@ -165,12 +170,25 @@ def inspect(project: Project, env: str, *names: str) -> dict[str, dict]:
     return {item["Name"].lstrip("/"): item for item in json.loads(out)}
 
 
+def app_containers(project: Project, env: str) -> list[str]:
+    """The app's containers on the host, whichever slot (or none) they are in."""
+    names = host_run(project, env, "docker ps -a --format '{{.Names}}'").split()
+    return sorted(n for n in names if n in APP_CONTAINERS)
+
+
+def serving(project: Project, env: str) -> str:
+    """The app container the proxy's upstream file names."""
+    return host_run(project, env, f"sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' {HOST_UPSTREAM_FILE}").strip()
+
+
 def all_healthy(project: Project, env: str) -> bool:
+    """Each service's container, and the one app container the upstream file names, running and healthy."""
     try:
-        states = {name: item["State"] for name, item in inspect(project, env, *CONTAINERS).items()}
+        names = [*(n for n in CONTAINERS if n not in APP_CONTAINERS), serving(project, env)]
+        states = {name: item["State"] for name, item in inspect(project, env, *names).items()}
     except Exception:  # a host still booting: dockerd not up, a container not there yet
         return False
-    return len(states) == len(CONTAINERS) and all(
+    return len(states) == len(names) and all(
         s["Running"] and (s.get("Health") or {}).get("Status", "healthy") == "healthy" for s in states.values()
     )
 

@@ -1,8 +1,15 @@
 """A bounded load for the e2e tests: N GETs over threads, and every request that failed, with when and why.
 
 Half the threads keep one `requests.Session` each (keep-alive: connections the proxy may close under them);
-the other half open a fresh connection per request. https is verified against a CA file. Run it in the
-foreground (`run()`), or around an operation (`with Load(...) as load: ...`, then `load.failures`).
+the other half open a fresh connection per request. https is verified against a CA file.
+
+A kept-alive connection the server closes just as a request goes out on it ends with no answer at all
+(`RemoteDisconnected`): Caddy closes its idle connections on every config change, and a request racing that close
+is lost. HTTP lets a client send such a request again (RFC 9112, 9.3.1), and browsers, curl and Go do; `requests`
+does not. So a keep-alive thread sends it once more, and counts it in `retried`; a second loss, an error status,
+and any failure on a fresh connection count as failures. Run it in the
+foreground (`run()`), around an operation (`with Load(...) as load: ...`, then `load.failures`), or through an
+operation of unknown length (`start()` with a large `total`, then `finish(at_least=...)`).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.client import RemoteDisconnected
 from pathlib import Path
 
 import requests
@@ -41,6 +49,7 @@ class Load:
     timeout: float = 10.0
     failures: list[Failure] = field(default_factory=list)
     answers: Counter[str] = field(default_factory=Counter)  # body -> how many times it came back
+    retried: int = 0  # requests sent again after a kept-alive connection closed under them, unanswered
     seconds: float = 0.0  # how long the whole load took
 
     def __post_init__(self):
@@ -62,6 +71,12 @@ class Load:
         for worker in self._workers:
             worker.start()
         return self
+
+    def finish(self, at_least: int) -> list[Failure]:
+        """Send no more requests once `at_least` are sent, or at once if they are; wait for those under way."""
+        with self._lock:
+            self.total = max(self._sent, at_least)
+        return self.wait()
 
     def wait(self) -> list[Failure]:
         for worker in self._workers:
@@ -104,7 +119,14 @@ class Load:
                 with requests.Session() as fresh:
                     response = fresh.get(self.url, verify=verify, timeout=self.timeout)
             else:
-                response = session.get(self.url, verify=verify, timeout=self.timeout)
+                try:
+                    response = session.get(self.url, verify=verify, timeout=self.timeout)
+                except requests.ConnectionError as e:
+                    if not closed_unanswered(e):
+                        raise
+                    with self._lock:
+                        self.retried += 1
+                    response = session.get(self.url, verify=verify, timeout=self.timeout)
         except requests.RequestException as e:
             self._fail(connection, f"{type(e).__name__}: {e}")
             return
@@ -117,3 +139,9 @@ class Load:
     def _fail(self, connection: str, error: str) -> None:
         with self._lock:
             self.failures.append(Failure(round(time.monotonic() - self._started, 3), connection, error))
+
+
+def closed_unanswered(error: requests.ConnectionError) -> bool:
+    """The server closed the connection after the request went out, before a byte of answer came back."""
+    reason = error.args[0] if error.args else None
+    return any(isinstance(cause, RemoteDisconnected) for cause in getattr(reason, "args", ()))

@@ -14,7 +14,7 @@ from dockyard.inventory import Proxy
 from dockyard.spec import Target
 from roles import proxy
 from tests.conftest import REPO, SANDBOX_STACK
-from tests.e2e.helpers import host_run, inspect, wait_for
+from tests.e2e.helpers import host_run, inspect, serving, wait_for
 from tests.e2e.load import Load
 
 ENV = "t-frontdoor"
@@ -113,8 +113,9 @@ def test_only_ssh_and_the_proxy_are_published(door):
     sandbox_host = docker.from_env().containers.get(host(project).provider["container"])
     published = {p.split("/")[0] for p, b in sandbox_host.attrs["NetworkSettings"]["Ports"].items() if b}
     assert published == {"22", "80", str(HTTPS_PORT)}
-    inside = inspect(project, ENV, "dockyard-app", "dockyard-webhook", "dockyard-proxy")
-    assert inside["dockyard-app"]["HostConfig"]["PortBindings"] == {}
+    app = serving(project, ENV)
+    inside = inspect(project, ENV, app, "dockyard-webhook", "dockyard-proxy")
+    assert inside[app]["HostConfig"]["PortBindings"] == {}
     assert inside["dockyard-webhook"]["HostConfig"]["PortBindings"] == {}
     assert set(inside["dockyard-proxy"]["HostConfig"]["PortBindings"]) == {"80/tcp", "443/tcp"}
 
@@ -148,7 +149,8 @@ def test_a_caddyfile_edited_on_the_host_is_repaired_by_deploy(door):
     assert edited.status_code == 404 and "X-Request-Id" not in edited.headers
 
     result = project.invoke(ENV, "deploy")
-    assert "write /etc/dockyard/proxy/Caddyfile (changed); recreate dockyard-proxy (files rewritten)" in result.stdout
+    # Caddy reads it again in place: the front door stays open
+    assert "write /etc/dockyard/proxy/Caddyfile (changed); reload dockyard-proxy (files rewritten)" in result.stdout
     assert "X-Request-Id" in hook(project, "not-the-token").headers
     assert "no changes (" in project.invoke(ENV, "deploy").stdout
 

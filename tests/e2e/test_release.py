@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.helpers import door
+from tests.e2e.helpers import door, host_run, serving
 
 ENV = "t-release"
 RELEASE_BOUND_SECONDS = 60
@@ -73,11 +73,11 @@ def hook_url(project, token: str) -> str:
     return f"{door(project, ENV)[0]}/hooks/{token}"
 
 
-def app_container(project) -> tuple[str, str]:
-    env = project.env(ENV)
-    (record,) = env.hosts()
-    with env.connect(record) as conn:
-        return tuple(conn.run("docker inspect --format '{{.Id}} {{.State.StartedAt}}' dockyard-app").split())
+def app_container(project) -> tuple[str, str, str]:
+    """The app container that serves: its slot, id and start time."""
+    name = serving(project, ENV)
+    fields = "{{.Id}} {{.State.StartedAt}}"
+    return name, *host_run(project, ENV, f"docker inspect --format '{fields}' {name}").split()
 
 
 def wait_for(url: str, context: ssl.SSLContext, text: str, seconds: float) -> float:
@@ -159,7 +159,8 @@ def test_a_broken_release_leaves_version_2_serving_and_shows_in_history(stack):
     assert "the previous version still serves" in result.stderr
     assert get(app_url(stack), trusted(stack)) == "Flask Hello world! Version 2\n"
     history = stack.invoke(ENV, "app.history").stdout
-    assert "rolled-back" in history and "v4" in history
+    (line,) = [line for line in history.splitlines() if " v4 " in line]
+    assert " failure " in line and "not healthy after 15s" in line
 
 
 def test_a_later_deploy_of_the_released_source_keeps_the_app_running(stack):

@@ -31,7 +31,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import REPO
-from tests.e2e.helpers import can_connect, door, host_run, http, inspect, record, set_app_version, wait_for
+from tests.e2e.helpers import (
+    can_connect,
+    door,
+    host_run,
+    http,
+    inspect,
+    record,
+    serving,
+    set_app_version,
+    wait_for,
+)
 
 ENV = "t-sec"
 INVENTORY = """\
@@ -431,11 +441,12 @@ def authenticated_registry_post(method: str, path: str, headers: dict, notify: s
 
 
 def webhook_state(sec) -> dict:
-    items = inspect(sec.project, ENV, "dockyard-webhook", "dockyard-app")
+    app = serving(sec.project, ENV)
+    items = inspect(sec.project, ENV, "dockyard-webhook", app)
     lines = host_run(sec.project, ENV, f"cat {HISTORY} 2>/dev/null | wc -l").strip()
     return {
         "webhook": (items["dockyard-webhook"]["State"]["StartedAt"], items["dockyard-webhook"]["RestartCount"]),
-        "app": (items["dockyard-app"]["Id"], items["dockyard-app"]["State"]["StartedAt"]),
+        "app": (app, items[app]["Id"], items[app]["State"]["StartedAt"]),
         "history lines": int(lines),
     }
 

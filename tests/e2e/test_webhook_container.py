@@ -1,4 +1,4 @@
-"""The webhook listener for real, on the local Docker engine: private registry, app, listener, pushes.
+"""The webhook listener for real, on the local Docker engine: private registry, proxy, app, listener, pushes.
 
 Everything is named t-webhook-<run>-* and removed at the end: the engine is shared.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import time
@@ -24,8 +25,9 @@ from dockyard import contract, facts, images, inventory
 from dockyard.commands import containers
 from dockyard.contract import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
 from dockyard.spec import ContainerSpec, Health
-from roles import webhook
+from roles import proxy, webhook
 from tests.conftest import REPO
+from tests.e2e.load import Load
 
 HUB_TOKEN = "hub-" + uuid.uuid4().hex
 REGISTRY_TOKEN = "notify-" + uuid.uuid4().hex
@@ -35,6 +37,19 @@ HUB_MIRROR = "hub-mirror/webhook-app"  # where the test puts "Docker Hub" images
 SPEC_DIGEST = "t-digest-0123"
 HEALTH_TIMEOUT = 15
 VERSIONS = ("v1", "v2", "v3", "broken")
+LOAD_REQUESTS = 1000
+# The front door of this stack: plain HTTP, the app's upstream imported as deploy's Caddyfile imports it.
+CADDYFILE = f"""{{
+	admin localhost:2019
+	auto_https off
+}}
+http://:80 {{
+	reverse_proxy {{
+		import {proxy.UPSTREAM_MOUNT}/{contract.UPSTREAM_NAME}
+		lb_try_duration 5s
+	}}
+}}
+"""
 
 
 def free_port() -> int:
@@ -64,13 +79,14 @@ class Stack:
         self.network = f"t-webhook-{run}"
         self.registry_name = f"t-webhook-{run}-registry"
         self.listener_name = f"t-webhook-{run}-listener"
-        self.app_name = f"t-webhook-{run}-app"
+        self.proxy_name = f"t-webhook-{run}-proxy"
+        self.app_name = f"t-webhook-{run}-app"  # the service: it runs as <name>-blue or <name>-green
         self.volumes = (f"t-webhook-{run}-appdata",)
-        self.history_dir = tmp / "history"  # as roles/webhook.py: a folder of the host
-        self.app_port = free_port()
+        self.history_dir = tmp / "history"  # as roles/webhook.py: folders of the host
+        self.upstream_dir = tmp / "upstream"
         self.images: dict[str, str] = {}  # version -> image id
-        self.listener_image = self.registry_image = ""
-        self.registry_port = self.listener_port = 0
+        self.listener_image = self.registry_image = self.proxy_image = ""
+        self.registry_port = self.listener_port = self.proxy_port = 0
         self.spec: ContainerSpec | None = None  # the app as deploy declared it
         self.first_inspect: dict = {}  # the app as deploy started it
 
@@ -89,12 +105,24 @@ class Stack:
         finally:
             self.client.api.remove_image(f"{name}:{tag}", noprune=True)
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}/"
+
+    def serving(self) -> str:
+        """The app container the upstream file names."""
+        return contract.upstream_target((self.upstream_dir / contract.UPSTREAM_NAME).read_text())[0]
+
     def app(self) -> dict:
-        return self.client.api.inspect_container(self.app_name)
+        return self.client.api.inspect_container(self.serving())
+
+    def app_containers(self) -> list[str]:
+        names = contract.slot_names(self.app_name)
+        return sorted(c.name for c in self.client.containers.list(all=True) if c.name in names)
 
     def app_says(self) -> str:
         try:
-            return requests.get(f"http://127.0.0.1:{self.app_port}/", timeout=2).text
+            return requests.get(self.url, timeout=2).text
         except requests.RequestException:
             return ""
 
@@ -138,6 +166,7 @@ def _build(s: Stack) -> None:
     include = images.module_files(webhook.IMAGE.modules)
     s.listener_image = images.build("webhook", REPO / webhook.IMAGE.build, base, print, include=include).ref
     s.registry_image = images.build("registry", REPO / "images/registry", base, print).ref
+    s.proxy_image = images.build("proxy", REPO / "images/proxy", base, print).ref
     for version in VERSIONS:
         image, _ = s.client.images.build(
             path=str(REPO / "tests/webhook_app"), tag=f"t-webhook-app:{version}", rm=True,
@@ -166,13 +195,25 @@ def _start(s: Stack) -> None:
     s.registry_port = int(wait_for("registry port", lambda: client.api.port(s.registry_name, 5000))[0]["HostPort"])
     wait_for("registry", lambda: _answers(f"http://{s.registry}/v2/"))
 
+    # The proxy, with the upstream folder mounted as roles/proxy.py mounts it, naming the app's first slot.
+    (tmp / "caddy").mkdir()
+    (tmp / "caddy" / "Caddyfile").write_text(CADDYFILE)
+    s.upstream_dir.mkdir()
+    blue = contract.slot_names(s.app_name)[0]
+    (s.upstream_dir / contract.UPSTREAM_NAME).write_text(contract.upstream_line(blue, 8000))
+    client.containers.run(
+        s.proxy_image, name=s.proxy_name, detach=True, network=s.network, ports={"80/tcp": ("127.0.0.1", None)},
+        volumes=[f"{tmp / 'caddy'}:/etc/caddy:ro", f"{s.upstream_dir}:{proxy.UPSTREAM_MOUNT}:ro"],
+    )
+    s.proxy_port = int(wait_for("proxy port", lambda: client.api.port(s.proxy_name, 80))[0]["HostPort"])
+
     # The listener, mounted as roles/webhook.py mounts it.
     (tmp / "app").mkdir()
     config = tmp / "config.json"
     config.write_text(json.dumps({
         "hub_token": HUB_TOKEN, "registry_token": REGISTRY_TOKEN, "registry": s.registry,
         "app_repository": APP_REPOSITORY, "tags": ["v*", "broken"], "hub_repository": HUB_REPOSITORY,
-        "hub_pull": f"{s.registry}/{HUB_MIRROR}", "health_timeout": HEALTH_TIMEOUT,
+        "hub_pull": f"{s.registry}/{HUB_MIRROR}", "health_timeout": HEALTH_TIMEOUT, "proxy": s.proxy_name,
     }))
     config.chmod(0o600)
     listener_health = Health(9000, "/healthz").command()
@@ -181,6 +222,7 @@ def _start(s: Stack) -> None:
         volumes=[
             "/var/run/docker.sock:/var/run/docker.sock", f"{config}:{contract.LISTENER_CONFIG}:ro",
             f"{tmp / 'app'}:{contract.LISTENER_APP_SPEC_DIR}:ro", f"{s.history_dir}:{contract.LISTENER_STATE_DIR}",
+            f"{s.upstream_dir}:{contract.LISTENER_UPSTREAM_DIR}",
         ],
         network=s.network,
         networking_config={s.network: client.api.create_endpoint_config(aliases=["dockyard-webhook"])},
@@ -188,19 +230,22 @@ def _start(s: Stack) -> None:
     )
     s.listener_port = int(wait_for("listener port", lambda: client.api.port(s.listener_name, 9000))[0]["HostPort"])
 
-    # The app as deploy starts it: its first image pushed under deploy's own tag, which never triggers.
+    # The app as deploy starts it, in its first slot: its first image pushed under deploy's own tag, which never
+    # triggers. No port of its own: two slots run side by side during a switch.
     s.push("v1", APP_REPOSITORY, "deploy-v1")
     spec = ContainerSpec(
         name=s.app_name, image=f"{s.registry}/{APP_REPOSITORY}:deploy-v1",
-        ports=(f"127.0.0.1:{s.app_port}:8000",), volumes=(f"{s.volumes[0]}:/data", f"{tmp / 'app'}:/spec:ro"),
+        volumes=(f"{s.volumes[0]}:/data", f"{tmp / 'app'}:/spec:ro"),
         env=(("GREETING", "hello"),), restart="unless-stopped", network=s.network, health=Health(8000, "/healthz"),
         labels=(("team", "t-webhook"),),
     )
     s.spec = spec
     (tmp / "app" / contract.APP_SPEC_NAME).write_text(
         json.dumps(containers.container_document(spec, "app"), indent=2))
-    subprocess.run(containers.run_container(spec, "app", SPEC_DIGEST), shell=True, check=True, capture_output=True)
+    run = containers.run_container(spec, "app", SPEC_DIGEST, name=shlex.quote(blue))
+    subprocess.run(run, shell=True, check=True, capture_output=True)
     wait_for("app healthy", lambda: s.app()["State"]["Health"]["Status"] == "healthy", timeout=30)
+    wait_for("app served through the proxy", lambda: s.app_says().startswith("version v1"), timeout=30)
     wait_for("listener healthy", lambda: s.client.api.inspect_container(s.listener_name)["State"]
              .get("Health", {}).get("Status") == "healthy", timeout=30)
     s.first_inspect = s.app()
@@ -216,7 +261,7 @@ def _answers(url: str) -> bool:
 def _clean(s: Stack) -> None:
     if os.environ.get("T_WEBHOOK_KEEP"):
         return
-    for name in (s.app_name, s.listener_name, s.registry_name):
+    for name in (*contract.slot_names(s.app_name), s.listener_name, s.proxy_name, s.registry_name):
         try:
             s.client.containers.get(name).remove(force=True)
         except docker.errors.NotFound:
@@ -274,27 +319,34 @@ def test_refused_requests_leave_the_app_untouched(stack):
     assert HUB_TOKEN not in stack.listener_log() and REGISTRY_TOKEN not in stack.listener_log()
 
 
-def test_a_registry_push_redeploys_the_app(stack):
+def test_a_registry_push_switches_the_app_to_its_other_slot_under_load(stack):
     before = app_identity(stack)
+    blue, green = contract.slot_names(stack.app_name)
+    load = Load(stack.url, total=LOAD_REQUESTS, threads=8, pause=0.06).start()
     started = time.monotonic()
     stack.push("v2", APP_REPOSITORY, "v2")
     pushed = time.monotonic()
     wait_for("app serving v2", lambda: stack.app_says().startswith("version v2"), timeout=60, interval=0.05)
     serving = time.monotonic()
-    print(f"\nregistry push -> v2 serving: {serving - started:.2f}s ({serving - pushed:.2f}s after the push returned)")
-
     entry = wait_for("history entry", lambda: stack.history())[-1]
+    assert load.wait() == [], load.failures[:5]
+    print(f"\nregistry push -> v2 serving: {serving - started:.2f}s ({serving - pushed:.2f}s after the push returned); "
+          f"{load.done} requests through the proxy in {load.seconds:.1f}s, {len(load.failures)} failed "
+          f"({load.retried} sent again after the proxy closed a kept-alive connection): {load.answers}")
+    assert set(load.answers) == {"version v1 greeting hello\n", "version v2 greeting hello\n"}  # under load
+
     assert (entry["trigger"]["source"], entry["trigger"]["repository"], entry["trigger"]["tag"]) == (
         "registry", APP_REPOSITORY, "v2")
     assert (entry["result"], entry["reason"]) == ("success", "")
     assert entry["image"] == f"{stack.registry}/{APP_REPOSITORY}:v2"
-    assert entry["before"]["id"] == before[2] == stack.images["v1"]
-    assert entry["after"]["id"] == stack.images["v2"]
+    assert (entry["before"]["id"], entry["before"]["name"]) == (before[2], blue) and before[2] == stack.images["v1"]
+    assert (entry["after"]["id"], entry["after"]["name"]) == (stack.images["v2"], green)
     assert entry["after"]["digests"] and entry["trigger"]["request_id"] and entry["started"].endswith("Z")
+    assert stack.serving() == green and stack.app_containers() == [green]  # the old one stopped and removed
     assert app_identity(stack)[0] != before[0]
 
 
-def test_the_recreated_app_keeps_its_spec_and_deploy_sees_it_converged(stack):
+def test_the_new_slot_keeps_the_spec_and_deploy_sees_it_converged(stack):
     first, now = stack.first_inspect, stack.app()
     assert now["Image"] == stack.images["v2"]
     seen = facts.seen(now)
@@ -303,8 +355,10 @@ def test_the_recreated_app_keeps_its_spec_and_deploy_sees_it_converged(stack):
     assert now["Config"]["Labels"] == first["Config"]["Labels"] == {
         "team": "t-webhook", ROLE_LABEL: "app", SPEC_LABEL: SPEC_DIGEST, IMAGE_LABEL: stack.spec.image,
     }
-    for key in ("PortBindings", "RestartPolicy", "LogConfig", "NetworkMode"):
+    for key in ("RestartPolicy", "LogConfig", "NetworkMode"):
         assert now["HostConfig"][key] == first["HostConfig"][key], key
+    # none published: the docker CLI says {}, the SDK None
+    assert not now["HostConfig"]["PortBindings"] and not first["HostConfig"]["PortBindings"]
     # the docker CLI passes its `--volume`s on in no fixed order
     assert sorted(now["HostConfig"]["Binds"]) == sorted(first["HostConfig"]["Binds"])
     for key in ("Healthcheck", "Cmd", "Entrypoint"):
@@ -333,13 +387,20 @@ def test_a_docker_hub_payload_redeploys_the_app(stack):
     wait_for("callback failure logged", lambda: "callback failed" in stack.listener_log(), timeout=15)
 
 
-def test_a_version_that_never_gets_healthy_is_rolled_back(stack):
-    entries = len(stack.history())
+def test_a_version_that_never_gets_healthy_is_removed_and_the_old_one_keeps_serving(stack):
+    entries, serving = len(stack.history()), stack.serving()
+    load = Load(stack.url, total=LOAD_REQUESTS, threads=8, pause=0.15).start()
     stack.push("broken", APP_REPOSITORY, "broken")
-    entry = wait_for("rollback in history", lambda: stack.history()[entries:], timeout=HEALTH_TIMEOUT + 60)[0]
-    assert (entry["trigger"]["tag"], entry["result"]) == ("broken", "rolled-back")
-    assert "not healthy" in entry["reason"]
+    entry = wait_for("failure in history", lambda: stack.history()[entries:], timeout=HEALTH_TIMEOUT + 60)[0]
+    assert load.wait() == [], load.failures[:5]
+    assert load.answers == {"version v3 greeting hello\n": LOAD_REQUESTS}
+    assert (entry["trigger"]["tag"], entry["result"]) == ("broken", "failure")
+    other = next(n for n in contract.slot_names(stack.app_name) if n != serving)
+    # (this app logs nothing, so no log lines follow)
+    assert entry["reason"] == (f"{other} not healthy after {HEALTH_TIMEOUT}s on "
+                               f"{stack.registry}/{APP_REPOSITORY}:broken (unhealthy), removed")
     assert entry["before"]["id"] == stack.images["v3"] == entry["after"]["id"]
+    assert stack.serving() == serving and stack.app_containers() == [serving]
     inspect = stack.app()
     assert inspect["Image"] == stack.images["v3"]
     assert inspect["Config"]["Image"] == f"{stack.registry}/{HUB_MIRROR}:v3"
@@ -348,7 +409,7 @@ def test_a_version_that_never_gets_healthy_is_rolled_back(stack):
     assert stack.app_says().startswith("version v3")
 
 
-def test_a_burst_of_pushes_ends_with_the_newest(stack):
+def test_a_burst_of_pushes_ends_with_the_newest_in_one_slot(stack):
     entries = len(stack.history())
     burst = [(f"v1{i}", "v2" if i % 2 == 0 else "v3") for i in range(6)]  # the last, v15, is v3's image
     for tag, version in burst:
@@ -363,6 +424,7 @@ def test_a_burst_of_pushes_ends_with_the_newest(stack):
     assert stack.app()["Config"]["Image"].endswith(f":{last_tag}")
     assert stack.app()["Image"] == stack.images["v3"]
     assert stack.app_says().startswith("version v3")
+    assert stack.app_containers() == [stack.serving()]
 
 
 def test_a_push_of_the_image_already_running_leaves_the_container_alone(stack):

@@ -65,7 +65,7 @@ def tags(resource: dict) -> dict[str, str]:
 def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_host(cloud, declare):
     env = declare(
         {**WEB1, "web2": FRONT},
-        services={"registry": {"open_to": ["10.0.0.0/8"]}, "app": {"open_to": ["0.0.0.0/0", "::/0"]}},
+        services={"registry": {"open_to": ["10.0.0.0/8"]}, "webhook": {"open_to": ["0.0.0.0/0", "::/0"]}},
     )
     records = Aws(env).ensure_hosts()
 
@@ -77,8 +77,8 @@ def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_hos
     (group,) = found["security_groups"]
     assert group["GroupName"] == "dockyard-t-aws"
     assert rules(cloud, group["GroupId"]) == {
-        (22, fake_aws.SSH_CIDR), (5000, "10.0.0.0/8"), (80, "0.0.0.0/0"), (443, "0.0.0.0/0"), (8000, "0.0.0.0/0"),
-        (8000, "::/0"),
+        (22, fake_aws.SSH_CIDR), (5000, "10.0.0.0/8"), (80, "0.0.0.0/0"), (443, "0.0.0.0/0"), (9000, "0.0.0.0/0"),
+        (9000, "::/0"),
     }
 
     instances = sorted(found["instances"], key=lambda i: tags(i)["dockyard:host"])
@@ -99,7 +99,8 @@ def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_hos
     ip = web1["PublicIpAddress"]
     assert records[0].address == ip and records[0].port == 22 and records[0].user == "ubuntu"
     assert records[0].endpoints == {
-        "registry": f"{ip}:5000", "proxy.http_port": f"{ip}:80", "proxy.https_port": f"{ip}:443", "app": f"{ip}:8000",
+        "registry": f"{ip}:5000", "proxy.http_port": f"{ip}:80", "proxy.https_port": f"{ip}:443",
+        "webhook": f"{ip}:9000",
     }
     assert records[0].provider == {
         "instance_id": web1["InstanceId"], "region": "us-east-1", "public_dns": web1["PublicDnsName"],

@@ -1,8 +1,13 @@
 """Every remote command as its exact text, from data: no SSH, no shell."""
 
-from dockyard.commands import containers, engine, facts, files, history, lock
+import subprocess
+
+import pytest
+
+from dockyard import contract
+from dockyard.commands import containers, engine, facts, files, history, lock, switch
 from dockyard.inventory import Docker
-from dockyard.spec import ContainerSpec, Health, Rendered
+from dockyard.spec import ContainerSpec, Health, Rendered, Slots
 
 
 def test_run_container_command_line():
@@ -195,3 +200,87 @@ def test_looking_at_the_lock_takes_nothing_and_steps_run_under_the_run_lock():
         "printf '::busy %s\\n' \"$(cat /var/lib/dockyard/lock/holder.json 2>/dev/null)\"; else echo ::free; fi"
     )
     assert lock.STEP_SHELL == "flock --shared --close /var/lib/dockyard/lock/run.lock sh -s"
+
+
+APP = ContainerSpec(name="dockyard-app", image="reg/app:2", health=Health(8000, "/healthz"), stop_timeout=12)
+
+
+def test_a_container_may_be_named_by_a_shell_word_the_script_sets():
+    assert containers.run_container(ContainerSpec(name="x", image="i:1"), "x", "d", name='"$slot"') == (
+        'docker run --detach --name "$slot" --restart always --network dockyard --log-opt max-size=10m '
+        "--log-opt max-file=3 --label dockyard.role=x --label dockyard.image=i:1 --label dockyard.spec=d i:1"
+    )
+
+
+def test_the_switch_starts_the_other_slot_gates_switches_the_proxy_then_retires_the_old_one():
+    assert switch.switch(APP, "app", "d1g", Slots(8000), timeout=30) == "\n".join([
+        "set -eu",
+        "echo '::switch start'",
+        "serving=$(sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' /var/lib/dockyard/proxy/app.upstream 2>/dev/null || true)",
+        'if [ "$serving" = dockyard-app-blue ] && docker inspect dockyard-app-blue >/dev/null 2>&1; '
+        "then slot=dockyard-app-green; else slot=dockyard-app-blue; fi",
+        'docker rm --force "$slot" >/dev/null 2>&1 || true',
+        "docker network inspect dockyard >/dev/null 2>&1 || docker network create dockyard >/dev/null",
+        'docker run --detach --name "$slot" --restart always --network dockyard --stop-timeout 12 '
+        "--log-opt max-size=10m --log-opt max-file=3 --label dockyard.role=app --label dockyard.image=reg/app:2 "
+        "--label dockyard.spec=d1g --health-cmd 'wget -q -O /dev/null http://127.0.0.1:8000/healthz' "
+        "--health-interval 2s --health-timeout 3s --health-retries 3 reg/app:2 >/dev/null",
+        "echo '::switch gate'",
+        "i=0; until [ \"$(docker inspect --format "
+        "'{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \"$slot\" 2>/dev/null)\" "
+        "= healthy ]; do i=$((i+1)); if [ $i -gt 120 ]; then docker logs --tail 20 \"$slot\" >&2 2>&1; "
+        'docker rm --force "$slot" >/dev/null; echo "$slot not healthy after 30s, removed; ${serving:-nothing} '
+        'still serves" >&2; exit 1; fi; sleep 0.25; done',
+        "echo '::switch upstream'",
+        'echo "to ${slot}:8000" > /var/lib/dockyard/proxy/app.upstream.dockyard-new && '
+        "mv /var/lib/dockyard/proxy/app.upstream.dockyard-new /var/lib/dockyard/proxy/app.upstream",
+        "echo '::switch reload'",
+        "docker exec dockyard-proxy caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile >/dev/null",
+        "echo '::switch retire'",
+        "sleep 1",
+        RETIRE % '"$slot"',
+    ])
+
+
+RETIRE = (
+    "for old in dockyard-app-blue dockyard-app-green dockyard-app; do "
+    'if [ "$old" != %s ] && docker inspect "$old" >/dev/null 2>&1; then docker stop --time 12 "$old" >/dev/null; '
+    'docker rm --force "$old" >/dev/null; fi; done'
+)
+
+
+def test_settling_reloads_the_proxy_then_retires_every_container_the_upstream_file_does_not_name():
+    assert switch.settle(APP, Slots(8000)) == "\n".join([
+        "set -eu",
+        "serving=$(sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' /var/lib/dockyard/proxy/app.upstream 2>/dev/null || true)",
+        '[ -n "$serving" ] && docker inspect "$serving" >/dev/null 2>&1 || { echo '
+        "'/var/lib/dockyard/proxy/app.upstream names no container of dockyard-app; run deploy again' >&2; exit 1; }",
+        "docker exec dockyard-proxy caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile >/dev/null",
+        RETIRE % '"$serving"',
+    ])
+
+
+@pytest.mark.parametrize("upstream, present, expected", [
+    ("to dockyard-app-blue:8000\n", ["dockyard-app-blue"], "dockyard-app-green"),
+    ("to dockyard-app-blue:8000\n", [], "dockyard-app-blue"),  # named, but gone
+    ("to dockyard-app-green:8000\n", ["dockyard-app-green", "dockyard-app-blue"], "dockyard-app-blue"),
+    ("to dockyard-app:8000\n", ["dockyard-app", "dockyard-app-blue"], "dockyard-app-blue"),  # from before slots
+    (None, [], "dockyard-app-blue"),
+])
+def test_the_shell_and_the_listener_pick_the_same_slot(tmp_path, upstream, present, expected):
+    """The switch's first lines in a real sh, with a `docker` that knows only `present`, against the contract's
+    next_slot, which the listener runs."""
+    if upstream is not None:
+        (tmp_path / "app.upstream").write_text(upstream)
+    (_, start), *_ = switch.phases(APP, "app", "d", Slots(8000, upstream=str(tmp_path / "app.upstream")))
+    pick = "\n".join(start.splitlines()[:2])
+    known = " ".join(present) or "none"
+    script = f'docker() {{ for c in {known}; do [ "$2" = "$c" ] && return 0; done; return 1; }}\n{pick}\necho "$slot"'
+    picked = subprocess.run(["sh", "-eu", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    serving = (contract.upstream_target(upstream or "") or ("",))[0]
+    assert picked == contract.next_slot("dockyard-app", serving, present.__contains__) == expected
+
+
+def test_the_facts_read_ends_with_the_upstream_file():
+    text = facts.script("ubuntu", [], [])
+    assert text.endswith("echo ::upstream; cat /var/lib/dockyard/proxy/app.upstream 2>/dev/null || true\necho ::end")

@@ -32,9 +32,10 @@ def test_the_stack_host_is_read_section_by_section():
     assert (host.docker_on_boot, host.loopback_guard, host.loopback_guard_on_boot) == (True, True, True)
     assert host.groups == {"ubuntu", "docker"}
     assert sorted(host.containers) == [
-        "dockyard-app", "dockyard-mirror", "dockyard-proxy", "dockyard-registry", "dockyard-registry-ui",
+        "dockyard-app-blue", "dockyard-mirror", "dockyard-proxy", "dockyard-registry", "dockyard-registry-ui",
         "dockyard-webhook"]
-    app = host.containers["dockyard-app"]
+    assert host.serving == "dockyard-app-blue"  # what the upstream file names
+    app = host.containers["dockyard-app-blue"]
     assert (app.role, app.digest, app.running) == ("app", "5384b6fb71bce5d1", True)
     assert app.declared_image == "127.0.0.1:5000/flask-hello:deploy-da1357e3e02b"
     assert host.images[app.declared_image] == app.image_id
@@ -58,6 +59,17 @@ def test_the_stack_host_is_read_section_by_section():
                                "/etc/dockyard/proxy/Caddyfile", "/var/lib/dockyard/proxy/app.upstream",
                                "/etc/dockyard/app/container.json", "/etc/dockyard/webhook/config.json"}
     assert not any(ref.endswith(":<none>") for ref in host.images)
+
+
+@pytest.mark.parametrize("upstream, serving", [
+    ("to dockyard-app-green:8000\n", "dockyard-app-green"),
+    ("", ""),  # no file
+    ("to dockyard-app-green\n", ""),
+    ("reverse_proxy somewhere\n", ""),
+])
+def test_the_upstream_file_names_the_container_that_serves(upstream, serving):
+    text = recorded("stack.txt").replace("::upstream\nto dockyard-app-blue:8000\n", f"::upstream\n{upstream}")
+    assert facts.parse(text, "web1").serving == serving
 
 
 def test_a_fresh_host_a_stopped_daemon_and_one_deploy_started():

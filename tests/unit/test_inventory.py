@@ -56,8 +56,8 @@ def test_unknown_nested_service_key(project):
 
 
 def test_wrong_type_names_the_expected_type(project):
-    message = error(project, "provider: sandbox\nhosts: {web1: {}}\nservices: {app: {port: '80'}}\n")
-    assert "services.app.port: expected a whole number, got text" in message
+    message = error(project, "provider: sandbox\nhosts: {web1: {}}\nservices: {webhook: {port: '80'}}\n")
+    assert "services.webhook.port: expected a whole number, got text" in message
 
 
 def test_a_list_where_text_is_expected(project):
@@ -106,8 +106,15 @@ def test_webhook_needs_the_app_on_its_host(project):
 
 
 def test_bad_cidr(project):
-    message = error(project, "provider: sandbox\nhosts: {a: {}}\nservices: {app: {open_to: [everyone]}}\n")
-    assert "services.app.open_to[0]: 'everyone' is not a network" in message
+    message = error(project, "provider: sandbox\nhosts: {a: {}}\nservices: {webhook: {open_to: [everyone]}}\n")
+    assert "services.webhook.open_to[0]: 'everyone' is not a network" in message
+
+
+def test_the_app_has_no_port_of_its_own(project):
+    """Two of its containers run side by side during a switch: only the proxy reaches it."""
+    message = error(project, "provider: sandbox\nhosts: {a: {}}\nservices: {app: {open_to: [0.0.0.0/0]}}\n")
+    assert "services.app.open_to: unknown key; known keys here: repository, source, health_path" in message
+    assert load(project, "provider: sandbox\nhosts: {a: {}}\n").services.app.ports() == {}
 
 
 def test_static_hosts_need_an_address(project):
@@ -169,8 +176,8 @@ def test_aws_ssh_cidr_is_a_network(project):
 def test_no_aws_service_on_the_ssh_port(project):
     message = error(project, AWS % "" + "services: {proxy: {http_port: 22}}\n")
     assert "services.proxy.http_port: 22 is SSH's port on aws hosts; pick another" in message
-    # a closed app publishes no port: its own port is no one's business
-    assert load(project, AWS % "" + "services: {app: {port: 22}}\n").services.app.port == 22
+    # a closed webhook publishes no port: its own port is no one's business
+    assert load(project, AWS % "" + "services: {webhook: {port: 22}}\n").services.webhook.port == 22
 
 
 # -- the proxy ---------------------------------------------------------------------------------------------------
@@ -186,7 +193,7 @@ def test_the_proxy_ports_are_checked_like_any_other(project):
         project, SANDBOX % "{http_port: 8080}")
 
 
-def test_an_opened_app_or_webhook_takes_its_port_a_closed_one_none(project):
+def test_an_opened_webhook_takes_its_port_a_closed_one_none(project):
     assert load(project, SANDBOX % "{http_port: 8000}").services.proxy.http_port == 8000
     message = error(project, "provider: sandbox\nhosts: {web1: {}}\n"
                              "services: {proxy: {https_port: 9000}, webhook: {open_to: [10.0.0.0/8]}}\n")

@@ -1,12 +1,13 @@
 """Declare and plan, with no SSH: exact steps from data, against facts recorded on a real host."""
 
 import json
+import shlex
 from dataclasses import replace
 
 import pytest
 
 from dockyard import deploy, facts, inventory
-from dockyard.commands import engine
+from dockyard.commands import engine, switch
 from dockyard.images import Built
 from dockyard.inventory import Docker
 from dockyard.plan import RemoteStep, Transfer, make_plan, plan_docker
@@ -47,7 +48,7 @@ def converged(wants, host: facts.HostFacts | None = None) -> facts.HostFacts:
     """The recorded stack (or `host`) with the bookkeeping of `wants`: spec digests, image ids and file hashes,
     which depend on this test's builds and secrets. What each container runs with stays as recorded."""
     host = host or recorded("stack.txt")
-    by_name = {w.container.name: w for w in wants}
+    by_name = {name: w for w in wants for name in w.container_names}
     return replace(
         host,
         containers={
@@ -112,8 +113,7 @@ def test_a_fresh_host_gets_docker_then_every_service_in_order():
         ("app", "push", pushed.format("flask-hello")),
         ("app", "pull", pushed.format("flask-hello")),
         ("app", "write", "/etc/dockyard/app/container.json"),
-        ("app", "run", "dockyard-app"),
-        ("app", "wait", "dockyard-app"),
+        ("app", "switch", "dockyard-app"),  # it waits for the new container's health check itself
         ("webhook", "push", pushed.format("dockyard/webhook")),
         ("webhook", "pull", pushed.format("dockyard/webhook")),
         ("webhook", "write", "/etc/dockyard/webhook/config.json"),
@@ -199,8 +199,6 @@ def test_a_changed_registry_template_recreates_only_the_registry():
 
 
 @pytest.mark.parametrize("fixture, role, reason", [
-    ("app-restart", "app", "drift: restart"),
-    ("app-ports", "app", "drift: ports"),  # published by hand, past the proxy
     ("proxy-ports", "proxy", "drift: ports"),
     ("registry-mounts", "registry", "drift: mounts"),
     ("mirror-network", "mirror", "drift: network"),
@@ -216,6 +214,18 @@ def test_a_container_changed_by_hand_is_recreated_naming_what_changed(fixture, r
     assert plan.roles[inventory.ROLES.index(role)].steps[0].reason == reason
 
 
+@pytest.mark.parametrize("fixture, reason", [
+    ("app-restart", "drift: restart"),
+    ("app-ports", "drift: ports"),  # published by hand, past the proxy
+])
+def test_an_app_changed_by_hand_is_switched_to_a_new_slot_naming_what_changed(fixture, reason):
+    changed = inspected(fixture)
+    assert changed.name == "dockyard-app-blue"  # the slot the recorded upstream file names
+    host = converged(desired(), with_container(recorded("stack.txt"), changed))
+    (switch,) = make_plan("web1", desired(), host).roles[4].steps
+    assert (switch.action, switch.target, switch.reason) == ("switch", "dockyard-app", reason)
+
+
 def test_a_stopped_container_is_started_not_recreated():
     seen = converged(desired())
     seen = with_container(seen, replace(seen.containers["dockyard-mirror"], running=False))
@@ -224,22 +234,23 @@ def test_a_stopped_container_is_started_not_recreated():
     ]
 
 
-def test_a_new_app_build_is_pushed_pulled_and_recreated():
+def test_a_new_app_build_is_pushed_pulled_and_switched_to():
     seen = converged(desired())
     rebuilt = {**BUILT, "app": Built("dockyard/app:def456", "sha256:app-v2", cached=False)}
     plan = make_plan("web1", desired(built=rebuilt), seen)
     ref = "127.0.0.1:5000/flask-hello:deploy-def456"
-    assert steps(plan) == [
-        ("app", "push", ref), ("app", "pull", ref),
-        ("app", "recreate", "dockyard-app"), ("app", "wait", "dockyard-app"),
-    ]
+    assert steps(plan) == [("app", "push", ref), ("app", "pull", ref), ("app", "switch", "dockyard-app")]
     assert plan.roles[4].steps[2].reason == "image"
 
 
 def test_an_app_the_webhook_moved_to_a_newer_image_is_left_alone():
-    released = inspected("app-released")  # recreated by the webhook from deploy's container document
-    host = converged(desired(), with_container(recorded("stack.txt"), released))
-    host = with_container(host, replace(host.containers["dockyard-app"], image_id=released.image_id))
+    released = inspected("app-released")  # started by the webhook from deploy's container document
+    assert released.name == "dockyard-app-green"
+    stack = recorded("stack.txt")
+    host = converged(desired(), replace(stack, containers={
+        **{n: c for n, c in stack.containers.items() if n != "dockyard-app-blue"}, released.name: released,
+    }, serving=released.name))
+    host = with_container(host, replace(host.containers[released.name], image_id=released.image_id))
     assert steps(make_plan("web1", desired(), host)) == []
 
 
@@ -272,13 +283,13 @@ def test_registry_and_ui_listen_on_loopback_the_proxy_everywhere_app_and_webhook
     }
 
 
-def test_an_opened_app_publishes_its_port_and_a_proxy_without_tls_only_http():
+def test_an_opened_webhook_publishes_its_port_and_a_proxy_without_tls_only_http():
     services = replace(
-        INV.services, app=replace(INV.services.app, open_to=("192.0.2.0/24",)),
+        INV.services, webhook=replace(INV.services.webhook, open_to=("192.0.2.0/24",)),
         proxy=replace(INV.services.proxy, tls="off", http_port=8081),
     )
     ports = {w.role: w.container.ports for w in desired(inv=replace(INV, services=services))}
-    assert ports["app"] == ("0.0.0.0:8000:8000",)
+    assert ports["webhook"] == ("0.0.0.0:9000:9000",)
     assert ports["proxy"] == ("0.0.0.0:8081:80",)
 
 
@@ -315,7 +326,7 @@ def test_a_role_plan_becomes_one_script_between_transfers():
     push, remote = batches(app.steps)
     assert push == Transfer("app", "push", "dockyard/app:abc123", "127.0.0.1:5000/flask-hello:deploy-abc123",
                             "missing in registry", repository="flask-hello:deploy-abc123")
-    assert [s.action for s in remote] == ["pull", "write", "run", "wait"]
+    assert [s.action for s in remote] == ["pull", "write", "switch"]
     assert all(isinstance(s, RemoteStep) for s in remote)
     text = script(remote)
     assert text.startswith("set -eu\necho '::step 0'\ndocker pull --quiet")
@@ -325,12 +336,93 @@ def test_a_role_plan_becomes_one_script_between_transfers():
         "registry", "ship", "dockyard/registry:abc123", "dockyard/registry:abc123", "missing on host")
 
 
-def test_the_app_is_replaced_holding_the_lock_the_webhook_takes():
+def test_the_app_is_switched_holding_the_lock_the_webhook_takes():
     seen = converged(desired())
-    seen.containers["dockyard-app"] = replace(seen.containers["dockyard-app"], digest="older")
-    recreate = make_plan("web1", desired(), seen).roles[4].steps[0]
-    assert recreate.command.startswith(
-        "mkdir -p /var/lib/dockyard/webhook && flock /var/lib/dockyard/webhook/app.lock sh -c 'docker rm --force"
+    seen.containers["dockyard-app-blue"] = replace(seen.containers["dockyard-app-blue"], digest="older")
+    (switch,) = make_plan("web1", desired(), seen).roles[4].steps
+    assert (switch.action, switch.reason) == ("switch", "spec")
+    assert switch.command.startswith(
+        "mkdir -p /var/lib/dockyard/webhook && flock /var/lib/dockyard/webhook/app.lock sh -c 'set -eu\n"
     )
     registry = make_plan("web1", desired(), recorded("fresh-host.txt")).roles[0].steps
     assert not any("flock" in s.command for s in registry if isinstance(s, RemoteStep))
+
+
+def slot_host(serving: str, *present: str, running: bool = True) -> facts.HostFacts:
+    """The converged stack with the app as containers `present` (the recorded blue one under each name), and the
+    upstream file naming `serving`."""
+    host = converged(desired())
+    blue = host.containers["dockyard-app-blue"]
+    others = {n: c for n, c in host.containers.items() if n != "dockyard-app-blue"}
+    apps = {name: replace(blue, name=name, running=running or name != serving) for name in present}
+    return replace(host, containers={**others, **apps}, serving=serving)
+
+
+def app_steps(host: facts.HostFacts) -> list[tuple[str, str, str]]:
+    return [(s.action, s.target, s.reason) for s in make_plan("web1", desired(), host).roles[4].steps]
+
+
+def test_what_a_switch_cut_short_left_is_settled():
+    # killed before the upstream file was written: the new container is a leftover
+    assert app_steps(slot_host("dockyard-app-blue", "dockyard-app-blue", "dockyard-app-green")) == [
+        ("settle", "dockyard-app-green", "left by a switch cut short")]
+    # killed after it was written: the old one is the leftover (and Caddy perhaps not reloaded yet)
+    assert app_steps(slot_host("dockyard-app-green", "dockyard-app-blue", "dockyard-app-green")) == [
+        ("settle", "dockyard-app-blue", "left by a switch cut short")]
+    # an app from before slots, beside the slot that serves
+    assert app_steps(slot_host("dockyard-app-blue", "dockyard-app-blue", "dockyard-app")) == [
+        ("settle", "dockyard-app", "left by a switch cut short")]
+    assert app_steps(slot_host("dockyard-app-green", "dockyard-app-green")) == []
+
+
+def test_the_serving_slot_stopped_is_started_before_the_leftovers_go():
+    assert app_steps(slot_host("dockyard-app-green", "dockyard-app-blue", "dockyard-app-green", running=False)) == [
+        ("start", "dockyard-app-green", "stopped"), ("wait", "dockyard-app-green", "healthy"),
+        ("settle", "dockyard-app-blue", "left by a switch cut short"),
+    ]
+
+
+def test_no_slot_serving_is_a_switch():
+    # an app from before slots, which the upstream file still names
+    assert app_steps(slot_host("dockyard-app", "dockyard-app")) == [("switch", "dockyard-app", "no slot serves")]
+    # the upstream file names a slot that is gone
+    assert app_steps(slot_host("dockyard-app-blue", "dockyard-app-green")) == [
+        ("switch", "dockyard-app", "no slot serves")]
+    assert app_steps(slot_host("", )) == [("switch", "dockyard-app", "missing")]
+
+
+def test_the_switch_and_the_settling_are_the_commands_module_s_under_the_lock():
+    want = next(w for w in desired() if w.role == "app")
+    lock = "mkdir -p /var/lib/dockyard/webhook && flock /var/lib/dockyard/webhook/app.lock sh -c "
+    host = slot_host("dockyard-app-green", "dockyard-app-blue", "dockyard-app-green")
+    (settle,) = make_plan("web1", desired(), host).roles[4].steps
+    assert settle.command == lock + shlex.quote(switch.settle(want.container, want.slots))
+    (moved,) = make_plan("web1", desired(), slot_host("")).roles[4].steps
+    assert moved.command == lock + shlex.quote(switch.switch(want.container, "app", want.digest, want.slots))
+
+
+def test_a_changed_caddyfile_reloads_the_proxy_and_drift_still_recreates_it():
+    seen = converged(desired())
+    edited = replace(seen, files={**seen.files, "/etc/dockyard/proxy/Caddyfile": "edited-on-the-host"})
+    plan = make_plan("web1", desired(), edited)
+    assert steps(plan) == [("proxy", "write", "/etc/dockyard/proxy/Caddyfile"), ("proxy", "reload", "dockyard-proxy")]
+    assert plan.roles[3].steps[1].command == (
+        "docker exec dockyard-proxy caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile >/dev/null")
+    # a stopped proxy reads its files as it starts
+    stopped = with_container(edited, replace(edited.containers["dockyard-proxy"], running=False))
+    assert steps(make_plan("web1", desired(), stopped))[1:] == [
+        ("proxy", "start", "dockyard-proxy"), ("proxy", "wait", "dockyard-proxy")]
+    by_hand = replace(edited.containers["dockyard-proxy"], settings=inspected("proxy-ports").settings)
+    drifted = with_container(edited, by_hand)
+    recreate = make_plan("web1", desired(), drifted).roles[3].steps[1:]
+    assert [(s.action, s.reason) for s in recreate] == [("recreate", "drift: ports"), ("wait", "healthy")]
+
+
+def test_the_upstream_file_is_the_app_s_once_the_proxy_has_created_it():
+    seen = converged(desired())
+    switched = replace(seen, files={**seen.files, "/var/lib/dockyard/proxy/app.upstream": "another-slot's-hash"})
+    assert steps(make_plan("web1", desired(), switched)) == []
+    proxy = next(w for w in desired() if w.role == "proxy")
+    upstream = next(f for f in proxy.files if f.create_only)
+    assert upstream.content == b"to dockyard-app-blue:8000\n"
+    assert proxy.digest == replace(proxy, files=tuple(f for f in proxy.files if f is not upstream)).digest

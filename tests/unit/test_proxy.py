@@ -62,7 +62,7 @@ def test_the_app_is_the_imported_upstream_and_hooks_go_to_the_webhook():
     assert "\thandle /hooks/* {\n\t\treverse_proxy dockyard-webhook:9000\n\t}\n" in text
     assert "\t\t\timport /var/lib/dockyard-proxy/app.upstream\n" in text
     assert "\t\t\tlb_try_duration 5s\n" in text
-    assert files["/var/lib/dockyard/proxy/app.upstream"] == "to dockyard-app:8000\n"
+    assert files["/var/lib/dockyard/proxy/app.upstream"] == "to dockyard-app-blue:8000\n"
     assert want.container.volumes == (
         "dockyard-proxy-data:/data", "dockyard-proxy-config:/config", "/etc/dockyard/proxy:/etc/caddy:ro",
         "/var/lib/dockyard/proxy:/var/lib/dockyard-proxy:ro",

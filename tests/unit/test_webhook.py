@@ -16,6 +16,7 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import docker.errors
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,6 +43,7 @@ REGISTRY_TOKEN = "registry-token-0123456789abcdef"
 CONFIG = Config(
     hub_token=HUB_TOKEN, registry_token=REGISTRY_TOKEN, registry="127.0.0.1:5000", app_repository="flask-hello",
     tags=("*",), hub_repository="acme/flask-hello", hub_pull="acme/flask-hello", health_timeout=30,
+    proxy="dockyard-proxy",
 )
 
 
@@ -278,7 +280,7 @@ def test_config_rendered_by_deploy_loads(tmp_path):
     assert triggers.load_config(path) == Config(
         hub_token="s3cret-webhook_token-0123456789", registry_token="s3cret-notify_token-0123456789",
         registry="127.0.0.1:5000", app_repository="flask-hello", tags=("v*",), hub_repository="acme/flask-hello",
-        hub_pull="acme/flask-hello", health_timeout=60.0,
+        hub_pull="acme/flask-hello", health_timeout=60.0, proxy="dockyard-proxy",
     )
 
 
@@ -297,6 +299,8 @@ def test_config_without_hub_repository_loads(tmp_path):
     ({"registry": "http://127.0.0.1:5000"}, "registry"),
     ({"health_timeout": 0}, "health_timeout"),
     ({"health_timeout": True}, "health_timeout"),
+    ({"proxy": "a b"}, "proxy 'a b' is not a container name"),
+    ({"proxy": None}, "proxy missing"),
 ])
 def test_config_refuses(tmp_path, change, complaint):
     path = rendered(webhook, tmp_path)["config.json"]
@@ -360,6 +364,50 @@ def test_app_spec_refuses(tmp_path, change, complaint):
     path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
     with pytest.raises(redeploy.SpecError, match=complaint):
         redeploy.read_app_spec(path)
+
+
+@pytest.mark.parametrize("content, complaint", [
+    (None, "unreadable"),
+    ("", "names no container"),
+    ("to dockyard-app-blue\n", "names no container"),
+    ("to dockyard-app-blue:8000; rm -rf /\n", "names no container"),
+])
+def test_the_upstream_file_names_one_container_and_port(tmp_path, content, complaint):
+    path = tmp_path / "app.upstream"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(redeploy.SpecError, match=complaint):
+        redeploy.read_upstream(path)
+    path.write_text("to dockyard-app-green:8000\n")
+    assert redeploy.read_upstream(path) == ("dockyard-app-green", 8000)
+
+
+class FlakyRegistry:
+    """A Docker client whose pulls answer "manifest unknown" `misses` times, as the registry did once just after
+    notifying a push, then succeed."""
+
+    def __init__(self, misses: int, error: str = "manifest unknown"):
+        self.misses, self.error, self.pulls = misses, error, 0
+        self.images = self
+
+    def pull(self, repository, tag):
+        self.pulls += 1
+        if self.pulls <= self.misses:
+            raise docker.errors.NotFound(f"manifest for {repository}:{tag} not found: {self.error}: {self.error}")
+        return f"pulled {repository}:{tag}"
+
+
+def test_a_pull_right_after_the_push_is_tried_again_briefly(monkeypatch):
+    monkeypatch.setattr(redeploy, "POLL_INTERVAL", 0.01)
+    redeployer = redeploy.Redeployer(FlakyRegistry(misses=2), Path("spec"), Path("upstream"), "proxy", 1)
+    assert redeployer._pull("127.0.0.1:5000/flask-hello:v2") == "pulled 127.0.0.1:5000/flask-hello:v2"
+    assert redeployer.client.pulls == 3
+    # any other refusal fails at once, and a tag that never comes fails after a few seconds
+    with pytest.raises(docker.errors.NotFound):
+        redeploy.Redeployer(FlakyRegistry(misses=1, error="unauthorized"), Path("s"), Path("u"), "p", 1)._pull("a:b")
+    monkeypatch.setattr(redeploy, "PULL_RETRY_SECONDS", 0.1)
+    with pytest.raises(docker.errors.NotFound):
+        redeploy.Redeployer(FlakyRegistry(misses=10**6), Path("s"), Path("u"), "p", 1)._pull("a:b")
 
 
 def test_app_spec_missing(tmp_path):
@@ -740,8 +788,8 @@ def test_a_health_spec_translates_like_deploys_command_line():
 
 def test_a_redeploy_waits_for_the_lock_deploy_holds(tmp_path):
     lock_path = tmp_path / "app.lock"
-    redeployer = redeploy.Redeployer(client=None, spec_path=tmp_path / "none.json", health_timeout=1,
-                                     lock_path=lock_path)
+    redeployer = redeploy.Redeployer(client=None, spec_path=tmp_path / "none.json", upstream_path=tmp_path / "u",
+                                     proxy="dockyard-proxy", health_timeout=1, lock_path=lock_path)
     entered = threading.Event()
 
     def replace_app():

@@ -1,0 +1,84 @@
+"""The zero-downtime switch of a service with slots (the app), as one script run on its host: start the new
+container in the slot that does not serve, gate on Docker's health check, point the upstream file at it and reload
+Caddy, then stop the old one with its grace period. And `settle`, which clears what a switch cut short left behind.
+
+Both decide on the host, under the lock, which container serves: what the upstream file names then, not what the
+facts read saw before. Each phase of a switch first echoes its name: a switch whose dockyard was killed stops at
+the next phase, when that echo finds no reader, and the tests cut a switch after any phase with `phases()`.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from dockyard import contract
+from dockyard.commands import docker
+from dockyard.commands.containers import ensure_network, run_container, run_inside
+from dockyard.spec import ContainerSpec, Slots
+
+MARK = "::switch "
+SLOT = '"$slot"'  # the slot the script picks, as a shell word
+
+
+def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90) -> list[tuple[str, str]]:
+    """The switch's phases in order, (name, command), sharing one shell's variables."""
+    blue, green = contract.slot_names(spec.name)
+    upstream = shlex.quote(slots.upstream)
+    new = shlex.quote(f"{slots.upstream}.dockyard-new")
+    status = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
+    line = contract.upstream_line("${slot}", slots.port).rstrip("\n")
+    return [
+        ("start", "\n".join([
+            _serving(slots),
+            # green while blue serves, blue otherwise (contract.next_slot)
+            f'if [ "$serving" = {blue} ] && {docker("inspect", blue)} >/dev/null 2>&1; '
+            f"then slot={green}; else slot={blue}; fi",
+            f"{docker('rm', '--force')} {SLOT} >/dev/null 2>&1 || true",  # left by a switch cut short: never served
+            ensure_network(spec.network),
+            f"{run_container(spec, role, digest, name=SLOT)} >/dev/null",
+        ])),
+        ("gate", (
+            f'i=0; until [ "$({docker("inspect", "--format", status)} {SLOT} 2>/dev/null)" = healthy ]; do '
+            f"i=$((i+1)); if [ $i -gt {timeout * 4} ]; then "
+            f"{docker('logs', '--tail', '20')} {SLOT} >&2 2>&1; {docker('rm', '--force')} {SLOT} >/dev/null; "
+            f'echo "$slot not healthy after {timeout}s, removed; ${{serving:-nothing}} still serves" >&2; exit 1; '
+            f"fi; sleep 0.25; done"
+        )),
+        ("upstream", f'echo "{line}" > {new} && mv {new} {upstream}'),
+        ("reload", run_inside(slots.proxy, slots.reload)),
+        ("retire", f"sleep {contract.SWITCH_SETTLE_SECONDS}\n{_retire(spec, slots, SLOT)}"),
+    ]
+
+
+def switch(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90) -> str:
+    return "\n".join(["set -eu", *(f"echo '{MARK}{name}'\n{command}" for name, command in
+                                   phases(spec, role, digest, slots, timeout))])
+
+
+def settle(spec: ContainerSpec, slots: Slots) -> str:
+    """Make the proxy serve what the upstream file names (a switch may have died between writing it and the
+    reload), then stop and remove every other container of the service."""
+    unknown = f"{slots.upstream} names no container of {spec.name}; run deploy again"
+    return "\n".join([
+        "set -eu",
+        _serving(slots),
+        f'[ -n "$serving" ] && {docker("inspect")} "$serving" >/dev/null 2>&1 || '
+        f"{{ echo {shlex.quote(unknown)} >&2; exit 1; }}",
+        run_inside(slots.proxy, slots.reload),
+        _retire(spec, slots, '"$serving"'),
+    ])
+
+
+def _serving(slots: Slots) -> str:
+    """Set $serving to the container the upstream file names, empty when it names none."""
+    return f"serving=$(sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' {shlex.quote(slots.upstream)} 2>/dev/null || true)"
+
+
+def _retire(spec: ContainerSpec, slots: Slots, keep: str) -> str:
+    """Stop every container of the service but `keep` (a shell word), each with its grace period, and remove it."""
+    return (
+        f"for old in {' '.join(slots.names(spec.name))}; do "
+        f'if [ "$old" != {keep} ] && {docker("inspect")} "$old" >/dev/null 2>&1; then '
+        f'{docker("stop", "--time", str(spec.stop_timeout))} "$old" >/dev/null; '
+        f'{docker("rm", "--force")} "$old" >/dev/null; fi; done'
+    )
