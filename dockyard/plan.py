@@ -198,4 +198,5 @@ def _slot_steps(want: Desired, facts: HostFacts, changes: Callable[[Seen], list[
         yield RemoteStep(want.role, "start", serving.name, "stopped", containers.start_container(serving.name))
         yield RemoteStep(want.role, "wait", serving.name, "healthy", containers.wait_healthy(serving.name))
     if leftovers:
-        yield RemoteStep(want.role, "settle", ", ".join(leftovers), "left by a switch cut short", switch.settle(spec, slots))
+        yield RemoteStep(want.role, "settle", ", ".join(leftovers), "left by a switch cut short",
+                         switch.settle(spec, slots))

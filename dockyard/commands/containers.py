@@ -4,7 +4,6 @@ tag and load images."""
 from __future__ import annotations
 
 import shlex
-from pathlib import PurePosixPath
 
 from dockyard.commands import docker
 from dockyard.contract import DOCKER_STOP_TIMEOUT, IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL

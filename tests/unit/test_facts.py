@@ -37,7 +37,7 @@ def test_the_stack_host_is_read_section_by_section():
     assert host.serving == "dockyard-app-blue"  # what the upstream file names
     app = host.containers["dockyard-app-blue"]
     assert (app.role, app.digest, app.running) == ("app", "5384b6fb71bce5d1", True)
-    assert app.declared_image == "127.0.0.1:5000/flask-hello:deploy-da1357e3e02b"
+    assert app.declared_image == "127.0.0.1:5000/flask-hello:deploy-85bc2b6387c4"
     assert host.images[app.declared_image] == app.image_id
     assert app.settings == facts.Settings(
         restart="always",

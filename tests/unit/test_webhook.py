@@ -786,25 +786,6 @@ def test_a_health_spec_translates_like_deploys_command_line():
     assert f"--health-retries {check['retries']}" in line
 
 
-def test_a_redeploy_waits_for_the_lock_deploy_holds(tmp_path):
-    lock_path = tmp_path / "app.lock"
-    redeployer = redeploy.Redeployer(client=None, spec_path=tmp_path / "none.json", upstream_path=tmp_path / "u",
-                                     proxy="dockyard-proxy", health_timeout=1, lock_path=lock_path)
-    entered = threading.Event()
-
-    def replace_app():
-        with redeployer._locked():
-            entered.set()
-
-    with lock_path.open("a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        worker = threading.Thread(target=replace_app)
-        worker.start()
-        assert not entered.wait(0.5)
-    assert entered.wait(5)
-    worker.join()
-
-
 def test_a_redeploy_holds_the_host_lock_and_names_itself_its_holder(tmp_path):
     folder = tmp_path / "lock"
     seen = {}
