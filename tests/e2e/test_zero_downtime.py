@@ -262,9 +262,9 @@ def test_a_deploy_killed_mid_switch_converges_on_the_next_run(stack):
         wait_for("the new slot's container", new_slot_started, timeout=300, interval=0.1)
     finally:
         kill_group(process)
-    # its remote script outlives it until its next phase marker: wait until it has let go of the lock
+    # its remote script outlives it until its next phase marker, and the host lock with it
     wait_for("the killed run's switch to stop", lambda: host.exec_run(
-        ["flock", "-n", "/var/lib/dockyard/webhook/app.lock", "true"]).exit_code == 0, timeout=120)
+        ["flock", "-n", "/var/lib/dockyard/lock/host.lock", "true"]).exit_code == 0, timeout=120)
     left = {name: serving(stack.project, ENV) == name for name in app_containers(stack.project, ENV)}
     print(f"\nkilled as the new slot started; left: {left} (True: the upstream file names it)")
     stack.version = 6
