@@ -125,14 +125,12 @@ def build_images(env: Env, specs: list[RoleSpec], online: bool) -> dict[str, ima
     wanted = {s.image.name: s.image for s in specs if not (online and s.image.pull)}
     if not wanted:
         return {}
-    base = images.base_image("online" if online else "offline", env.out.say)
-    built = {}
     for name, image in wanted.items():
         if not image.build:
             raise ImageError(f"{name}: no image can be pulled offline and none is built; set images: online")
-        include = images.module_files(image.modules)
-        built[name] = images.build(name, env.root / image.build, base, env.out.say, include=include)
-    return built
+    base = images.base_image("online" if online else "offline", env.out.say)
+    contexts = {name: (env.root / image.build, images.module_files(image.modules)) for name, image in wanted.items()}
+    return images.build_all(contexts, base, env.out.say)
 
 
 def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], templates: jinja2.Environment,

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +10,6 @@ from dockyard import inventory as inventory_module
 from dockyard.errors import DockyardError
 from dockyard.inventory import Inventory, resolve_path
 from dockyard.providers import Provider, provider_for
-from dockyard.registry_api import RegistryClient
 from dockyard.report import Reporter
 from dockyard.ssh import HostConnection
 from dockyard.state import HostRecord, State
@@ -69,17 +65,6 @@ class Env:
         return HostConnection(
             record, self.key_path(record), self.state.known_hosts, self.inventory.ssh.connect_timeout
         )
-
-    @contextmanager
-    def open_registry(self, record: HostRecord) -> Iterator[tuple[HostConnection, RegistryClient]]:
-        """A connection to the host and a client of its registry, through an SSH tunnel on that connection.
-        Basic auth, where the registry has it, comes from DOCKYARD_REGISTRY_USER and DOCKYARD_REGISTRY_PASSWORD."""
-        user, password = os.environ.get("DOCKYARD_REGISTRY_USER"), os.environ.get("DOCKYARD_REGISTRY_PASSWORD", "")
-        self.out.hide(password)
-        with self.connect(record) as conn, conn.tunnel(self.inventory.services.registry.port) as port:
-            yield conn, RegistryClient(
-                f"http://127.0.0.1:{port}", f"{record.name} registry", (user, password) if user else None
-            )
 
     def check_ssh(self, record: HostRecord) -> None:
         """Log in once: proves the key works and pins the host key on first contact."""

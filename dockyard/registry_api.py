@@ -9,15 +9,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
+from typing import TYPE_CHECKING
 
 from dockyard.errors import RegistryError
+
+if TYPE_CHECKING:
+    from dockyard.environment import Env
+    from dockyard.ssh import HostConnection
+    from dockyard.state import HostRecord
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -251,3 +260,15 @@ class _NameUnknown(RegistryError):
 
 class _ManifestUnknown(RegistryError):
     pass
+
+
+@contextmanager
+def open_registry(env: Env, record: HostRecord) -> Iterator[tuple[HostConnection, RegistryClient]]:
+    """A connection to the host and a client of its registry, through an SSH tunnel on that connection.
+    Basic auth, where the registry has it, comes from DOCKYARD_REGISTRY_USER and DOCKYARD_REGISTRY_PASSWORD."""
+    user, password = os.environ.get("DOCKYARD_REGISTRY_USER"), os.environ.get("DOCKYARD_REGISTRY_PASSWORD", "")
+    env.out.hide(password)
+    with env.connect(record) as conn, conn.tunnel(env.inventory.services.registry.port) as port:
+        yield conn, RegistryClient(
+            f"http://127.0.0.1:{port}", f"{record.name} registry", (user, password) if user else None
+        )

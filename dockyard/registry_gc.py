@@ -14,6 +14,7 @@ from dockyard.commands.registry_gc import CONTAINER, gc_script
 from dockyard.environment import Env
 from dockyard.errors import StepFailed
 from dockyard.lock import Claim
+from dockyard.registry_api import open_registry
 from dockyard.report import human_bytes
 
 SUMMARY = re.compile(r"^dockyard-gc before=(\d+) after=(\d+) deleted=(\d+) stopped=(\d+)$", re.M)
@@ -45,7 +46,7 @@ def collect(env: Env, claim: Claim, host: str | None = None) -> list[GcResult]:
     needs them."""
     results = []
     for record in env.hosts_with("registry", host):
-        with env.open_registry(record) as (conn, client), lock.held(conn, env.out, claim):
+        with open_registry(env, record) as (conn, client), lock.held(conn, env.out, claim):
             index = client.find_index()
             if index:
                 env.out.say(

@@ -3,6 +3,9 @@
 Every command reaches the registry through an SSH tunnel to the host running the `registry` role; the
 registry keeps its 127.0.0.1-only port. Basic auth, where the registry has it, comes from
 DOCKYARD_REGISTRY_USER and DOCKYARD_REGISTRY_PASSWORD.
+
+The registry's client and its garbage collection are imported by the tasks that use them: every task loads this
+module, and a deploy needs neither.
 """
 
 from __future__ import annotations
@@ -10,15 +13,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
-from dockyard import lock, registry_gc, report
+from dockyard import lock, report
 from dockyard.cli import LOCK_HELP, claim, open_env, task
 from dockyard.environment import Env
 from dockyard.errors import DockyardError
 from dockyard.lock import Claim
-from dockyard.registry_api import RegistryClient
 from dockyard.report import Reporter, confirm
 from dockyard.state import HostRecord
+
+if TYPE_CHECKING:
+    from dockyard.registry_api import RegistryClient
 
 HOST_HELP = {"host": "the registry host to use (default: every host with the registry role)"}
 
@@ -49,6 +55,8 @@ def rm(c, reference, env=None, host=None, yes=False, lock_timeout=None):
 @task(help={**HOST_HELP, **LOCK_HELP})
 def gc(c, env=None, host=None, lock_timeout=None):
     """Collect unreferenced blobs: the registry stops meanwhile, then comes back healthy."""
+    from dockyard import registry_gc
+
     registry_gc.collect(open_env(c, env), claim(c, "registry.gc", lock_timeout), host)
 
 
@@ -91,11 +99,13 @@ def _hold(out: Reporter, record: HostRecord, rows: list[tuple[str, ...]]) -> Non
 def each_registry(env: Env, host: str | None, work: Callable[[RegistryClient], None],
                   claim: Claim | None = None) -> None:
     """Run `work` against each registry host's API, holding the host's lock for `claim` if it changes the registry."""
+    from dockyard.registry_api import open_registry
+
     records = env.hosts_with("registry", host)
     for record in records:
         if len(records) > 1:
             env.out.say(f"{record.name}:")
-        with env.open_registry(record) as (conn, client), ExitStack() as stack:
+        with open_registry(env, record) as (conn, client), ExitStack() as stack:
             if claim:
                 stack.enter_context(lock.held(conn, env.out, claim))
             work(client)

@@ -10,35 +10,14 @@ project on one machine never share a host.
 from __future__ import annotations
 
 import os
-import random
 import secrets
-import socket
-import time
+from dataclasses import replace
 
-import docker.errors
-
-from dockyard import images
 from dockyard.environment import Env
 from dockyard.errors import ProviderError
-from dockyard.inventory import Host
 from dockyard.state import HostRecord, State
 
 MANAGED = {"managed-by": "dockyard"}
-# Enough privilege for dockerd inside, without --privileged (which needs CAP_SYS_RESOURCE).
-HOST_PRIVILEGES = dict(
-    cap_add=["ALL"],
-    cap_drop=["SYS_RESOURCE"],
-    security_opt=["seccomp=unconfined", "apparmor=unconfined"],
-    cgroupns="host",
-)
-# systemd as PID 1, as on a VM: SIGRTMIN+3 asks it to shut down cleanly, and its runtime state lives on tmpfs.
-SYSTEMD_CONTAINER = {"command": "/sbin/init", "stop_signal": "SIGRTMIN+3"}
-SYSTEMD_TMPFS = {"/run": "", "/run/lock": ""}
-SSH_WAIT_SECONDS = 60
-# Below Linux's ephemeral range (32768-60999), where the kernel picks the ports of outgoing connections and the
-# engine the ports it publishes by itself: a port chosen here stays free while its host is stopped.
-HOST_PORTS = range(20000, 32768)
-START_ATTEMPTS = 3  # another run may take a chosen port between the choice and the start
 
 
 def project_id(state: State) -> str:
@@ -72,208 +51,40 @@ class Sandbox:
         }
 
     def provision(self, yes: bool = False) -> list[HostRecord]:
-        env = self.env
-        client = images.engine()
-        public_key = env.state.public_key(env.env_key())
-        source = images.resolve_source(env.inventory.images)
-        base = images.base_image(source, env.out.say)
-        host_image = images.build("sandbox-host", env.root / "images" / "sandbox-host", base, env.out.say)
-        network = self._ensure_network(client)
-        for host in env.inventory.hosts:
-            started = time.monotonic()
-            name = self.container_name(host.name)
-            try:
-                container = client.containers.get(name)
-            except docker.errors.NotFound:
-                container = None
-            if container is None:
-                container = self._create(client, host, host_image.ref, network, public_key)
-                status, detail = "changed", f"created {name} from {host_image.ref}"
-            elif container.status != "running":
-                container.start()
-                status, detail = "changed", f"started {name} (was {container.status})"
-            else:
-                status, detail = "ok", f"{name} running"
-            container.reload()
-            record = _record(env, host, container)
-            _wait_for_ssh(record)
-            env.check_ssh(record)
-            env.out.step(host.name, "sandbox", status, detail, time.monotonic() - started)
-        records = self.hosts()
-        env.state.save_hosts(records)
-        return records
-
-    def hosts(self) -> list[HostRecord]:
-        env = self.env
-        client = images.engine()
-        records = []
-        for host in env.inventory.hosts:
-            name = self.container_name(host.name)
-            try:
-                container = client.containers.get(name)
-            except docker.errors.NotFound:
-                raise ProviderError(
-                    f"sandbox host {host.name} ({name}) does not exist; run `invoke provision`"
-                ) from None
-            if container.status != "running":
-                raise ProviderError(
-                    f"sandbox host {host.name} is {container.status}; run `invoke provision` to start it"
-                )
-            records.append(_record(env, host, container))
-        return records
+        return self._engine().provision()
 
     def teardown(self, yes: bool = False) -> None:
-        env = self.env
-        client = images.engine()
-        selector = {"label": [f"{key}={value}" for key, value in self.labels().items()]}
-        for container in client.containers.list(all=True, filters=selector):
-            container.remove(force=True, v=True)
-            env.out.step(container.labels.get("dockyard.host", "-"), "sandbox", "changed", f"removed {container.name}")
-        for volume in client.volumes.list(filters=selector):
-            volume.remove(force=True)
-            env.out.step("-", "sandbox", "changed", f"removed volume {volume.name}")
-        for network in client.networks.list(filters=selector):
-            network.remove()
-            env.out.step("-", "sandbox", "changed", f"removed network {network.name}")
+        self._engine().teardown()
 
-    def _create(self, client, host: Host, image: str, network: str, public_key: str):
-        """Create and start the host, on local ports chosen now and kept for its lifetime."""
-        ports = [22, *sorted(self.env.inventory.open_ports(host).values())]
-        for attempt in range(1, START_ATTEMPTS + 1):
-            published = dict(zip(ports, _free_ports(client, len(ports)), strict=True))
-            created = self._create_container(client, host, image, network, public_key, published)
-            try:
-                client.api.start(created)
-                return client.containers.get(created)
-            except docker.errors.APIError as e:
-                client.api.remove_container(created, force=True)
-                taken = any(words in str(e.explanation) for words in ("already allocated", "already in use"))
-                if not taken or attempt == START_ATTEMPTS:
-                    raise ProviderError(
-                        f"sandbox host {host.name}: the Docker engine could not start it: {e.explanation}"
-                    ) from None
+    def hosts(self) -> list[HostRecord]:
+        """The hosts as the last provision recorded them: a sandbox host keeps the local ports it was created with,
+        across restarts. Nothing is asked of the engine; a host that was removed or stopped since refuses the
+        connection, and that error names `invoke provision`."""
+        inv = self.env.inventory
+        recorded = {r.name: r for r in self.env.state.hosts()}
+        records = []
+        for host in inv.hosts:
+            record = recorded.get(host.name)
+            if record is None:
+                raise ProviderError(f"sandbox host {host.name} is not provisioned; run `invoke provision`")
+            open_ports = inv.open_ports(host)
+            for role, port in open_ports.items():
+                if role not in record.endpoints:
+                    raise unpublished(host.name, port)
+            endpoints = {role: record.endpoints[role] for role in open_ports}
+            records.append(replace(record, user=inv.ssh.user, roles=host.roles, endpoints=endpoints))
+        return records
 
-    def _create_container(self, client, host: Host, image: str, network: str, public_key: str,
-                          published: dict[int, int]) -> str:
-        init = self.env.inventory.sandbox.init
-        host_config = client.api.create_host_config(
-            port_bindings={f"{port}/tcp": ("127.0.0.1", local) for port, local in published.items()},
-            binds={
-                self._ensure_volume(client, host.name): {"bind": "/var/lib/docker", "mode": "rw"},
-                "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-            },
-            tmpfs=SYSTEMD_TMPFS if init == "systemd" else None,
-            network_mode=network,
-            restart_policy={"Name": "unless-stopped"},
-            **HOST_PRIVILEGES,
-        )
-        # `--security-opt systempaths=unconfined`, which the API spells as empty path lists.
-        host_config.update(MaskedPaths=[], ReadonlyPaths=[])
-        try:
-            return client.api.create_container(
-                image,
-                name=self.container_name(host.name),
-                hostname=host.name,
-                labels={**self.labels(host.name), "dockyard.init": init},
-                environment={"SSH_AUTHORIZED_KEY": public_key},
-                ports=list(published),
-                host_config=host_config,
-                **(SYSTEMD_CONTAINER if init == "systemd" else {}),
-            )["Id"]
-        except docker.errors.APIError as e:
-            raise ProviderError(f"sandbox host {host.name}: the Docker engine refused it: {e.explanation}") from None
+    def _engine(self):
+        # Imported here: creating and removing hosts takes the Docker SDK, a tenth of a second to import, and `hosts`
+        # (every other task's way in) needs none of it.
+        from dockyard.providers.sandbox_engine import Engine
 
-    def _ensure_network(self, client) -> str:
-        name = f"dockyard-{self.project}-{self.env.name}"
-        # the engine's name filter matches substrings: dockyard-t-rel would find dockyard-t-release
-        if not any(n.name == name for n in client.networks.list(names=[name])):
-            client.networks.create(name, labels=self.labels())
-        return name
-
-    def _ensure_volume(self, client, host: str) -> str:
-        name = f"{self.container_name(host)}-docker"
-        try:
-            client.volumes.get(name)
-        except docker.errors.NotFound:
-            client.volumes.create(name, labels=self.labels(host))
-        return name
+        return Engine(self)
 
 
-def _free_ports(client, count: int) -> list[int]:
-    """`count` ports that no sandbox host holds, running or stopped, and nothing listens on."""
-    held = {
-        int(binding["HostPort"])
-        for container in client.containers.list(all=True, filters={"label": "managed-by=dockyard"}, ignore_removed=True)
-        for bindings in (container.attrs["HostConfig"]["PortBindings"] or {}).values()
-        for binding in bindings or []
-        if binding.get("HostPort")
-    }
-    chosen: list[int] = []
-    while len(chosen) < count:
-        port = random.choice(HOST_PORTS)
-        if port not in held and port not in chosen and _bindable(port):
-            chosen.append(port)
-    return chosen
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _record(env: Env, host: Host, container) -> HostRecord:
-    init = container.labels["dockyard.init"]
-    if init != env.inventory.sandbox.init:
-        raise ProviderError(
-            f"sandbox host {host.name} runs init {init}, the inventory says {env.inventory.sandbox.init}: "
-            f"run `invoke teardown` then `invoke provision` to recreate it"
-        )
-    ports = container.attrs["NetworkSettings"]["Ports"] or {}
-
-    def published(port: int) -> str:
-        bindings = ports.get(f"{port}/tcp") or []
-        if not bindings:
-            raise ProviderError(
-                f"sandbox host {host.name} does not publish port {port}; the inventory's open ports changed "
-                f"since it was created: run `invoke teardown` then `invoke provision`"
-            )
-        return f"{bindings[0]['HostIp']}:{bindings[0]['HostPort']}"
-
-    ssh_address, ssh_port = published(22).rsplit(":", 1)
-    endpoints = {role: published(port) for role, port in env.inventory.open_ports(host).items()}
-    return HostRecord(
-        name=host.name,
-        address=ssh_address,
-        port=int(ssh_port),
-        user=env.inventory.ssh.user,
-        roles=host.roles,
-        endpoints=endpoints,
-        provider={"container": container.name, "ip": _container_ip(container)},
+def unpublished(host: str, port: int) -> ProviderError:
+    return ProviderError(
+        f"sandbox host {host} does not publish port {port}; the inventory's open ports changed since it was created: "
+        f"run `invoke teardown` then `invoke provision`"
     )
-
-
-def _container_ip(container) -> str:
-    networks = container.attrs["NetworkSettings"]["Networks"] or {}
-    return next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), "")
-
-
-def _wait_for_ssh(record: HostRecord) -> None:
-    """Until sshd sends its banner: a listening port alone does not mean it is ready."""
-    deadline = time.monotonic() + SSH_WAIT_SECONDS
-    while True:
-        try:
-            with socket.create_connection((record.address, record.port), timeout=2) as sock:
-                if sock.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise ProviderError(
-                f"sandbox host {record.name}: SSH on {record.address}:{record.port} did not answer within "
-                f"{SSH_WAIT_SECONDS}s; see `docker logs {record.provider.get('container', '')}`"
-            )
-        time.sleep(0.3)

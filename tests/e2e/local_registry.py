@@ -59,12 +59,12 @@ def engine() -> docker.DockerClient:
 
 
 def registry_image() -> str:
-    base = images.build_base(print).ref
+    base = images.build_base(print)
     return images.build("registry", REPO / "images/registry", base, print).ref
 
 
 def console_image() -> str:
-    base = images.build_base(print).ref
+    base = images.build_base(print)
     return images.build("registry-console", REPO / "images/registry-console", base, print).ref
 
 

@@ -162,7 +162,7 @@ def stack(tmp_path_factory):
 
 def _build(s: Stack) -> None:
     started = time.monotonic()
-    base = images.build_base(print).ref
+    base = images.build_base(print)
     include = images.module_files(webhook.IMAGE.modules)
     s.listener_image = images.build("webhook", REPO / webhook.IMAGE.build, base, print, include=include).ref
     s.registry_image = images.build("registry", REPO / "images/registry", base, print).ref
@@ -170,7 +170,7 @@ def _build(s: Stack) -> None:
     for version in VERSIONS:
         image, _ = s.client.images.build(
             path=str(REPO / "tests/webhook_app"), tag=f"t-webhook-app:{version}", rm=True,
-            buildargs={"BASE": base, "VERSION": version},
+            buildargs={"BASE": base.ref, "VERSION": version},
         )
         s.images[version] = image.id
     print(f"images ready in {time.monotonic() - started:.1f}s")

@@ -141,7 +141,7 @@ def test_a_release_loses_no_request(stack):
 
 def test_a_registry_push_redeploys_with_no_request_lost(stack):
     set_app(stack, 3)
-    built = images.build("app", stack.project.sources / "apps/flask-hello", images.build_base(print).ref, print)
+    built = images.build("app", stack.project.sources / "apps/flask-hello", images.build_base(print), print)
     tag = f"t-zdt-{uuid.uuid4().hex[:8]}"  # the local engine is shared: a name no one else uses
     local = f"flask-hello:{tag}"
     docker.from_env().images.get(built.ref).tag("flask-hello", tag)

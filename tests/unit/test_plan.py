@@ -307,7 +307,7 @@ def test_registry_config_carries_secret_cors_and_notifications():
 def test_mirror_proxies_the_configured_remote():
     text = desired()[1].files[0].content.decode()
     assert 'remoteurl: "http://x"' not in text
-    assert f'remoteurl: "{mirror.DOCKER_HUB}"' in text
+    assert f'remoteurl: "{mirror.docker_hub()}"' in text
     inv = replace(INV, services=replace(INV.services, mirror=replace(INV.services.mirror, remote_url="http://x")))
     assert 'remoteurl: "http://x"' in desired(inv=inv)[1].files[0].content.decode()
 
