@@ -57,6 +57,9 @@ PROXY_CONTAINER = "dockyard-proxy"
 PROXY_RELOAD = ("caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile")
 # After the reload and before the old container is stopped: requests the old config still routes get there.
 SWITCH_SETTLE_SECONDS = 1
+# A starting container is waited for with its readiness probe, run every READY_INTERVAL_S until it passes: Docker's
+# health check says `starting` until its first check, which comes only an interval after the start.
+READY_INTERVAL_S = 0.1
 _UPSTREAM = re.compile(r"to ([A-Za-z0-9][A-Za-z0-9_.-]*):([0-9]{1,5})")
 
 
@@ -112,3 +115,9 @@ def document_problem(doc: object, fields: dict = CONTAINER_FIELDS, where: str = 
 def _describe(kind) -> str:
     origin = get_origin(kind)
     return f"{origin.__name__}[{', '.join(a.__name__ for a in get_args(kind))}]" if origin else kind.__name__
+
+
+def readiness_probe(health_command: str | None) -> tuple[str, ...]:
+    """The readiness probe's command line inside a container: the command of its health check, or, without one, a
+    command that passes while the container runs."""
+    return ("sh", "-c", health_command) if health_command else ("true",)

@@ -167,7 +167,7 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
         return
     current = facts.containers.get(spec.name)
     create = f"{containers.ensure_network(spec.network)}\n{containers.run_container(spec, want.role, want.digest)}"
-    wait = RemoteStep(want.role, "wait", spec.name, "healthy", containers.wait_healthy(spec.name))
+    wait = RemoteStep(want.role, "wait", spec.name, "healthy", containers.wait_healthy(spec.name, spec.health))
     if current is None:
         yield RemoteStep(want.role, "run", spec.name, "missing", create)
         yield wait
@@ -196,7 +196,8 @@ def _slot_steps(want: Desired, facts: HostFacts, changes: Callable[[Seen], list[
         return
     if not serving.running:
         yield RemoteStep(want.role, "start", serving.name, "stopped", containers.start_container(serving.name))
-        yield RemoteStep(want.role, "wait", serving.name, "healthy", containers.wait_healthy(serving.name))
+        yield RemoteStep(want.role, "wait", serving.name, "healthy",
+                         containers.wait_healthy(serving.name, spec.health))
     if leftovers:
         yield RemoteStep(want.role, "settle", ", ".join(leftovers), "left by a switch cut short",
                          switch.settle(spec, slots))

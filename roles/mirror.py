@@ -1,7 +1,7 @@
 """A pull-through mirror: a second registry in proxy mode, which refuses pushes by design."""
 
 from dockyard.contract import CONFIG_ROOT
-from dockyard.spec import ContainerSpec, File, Health, RoleSpec, Target
+from dockyard.spec import ContainerSpec, File, RoleSpec, Target
 from roles import registry
 
 CONFIG = f"{CONFIG_ROOT}/mirror/config.yml"
@@ -21,7 +21,7 @@ def declare(target: Target) -> RoleSpec:
             name="dockyard-mirror",
             ports=target.publish("mirror", {"port": registry.CONTAINER_PORT}),
             volumes=("dockyard-mirror-cache:/var/lib/registry", f"{CONFIG}:/etc/docker/registry/config.yml:ro"),
-            health=Health(registry.CONTAINER_PORT, "/v2/"),
+            health=registry.HEALTH,
         ),
     )
 

@@ -7,6 +7,7 @@ CONFIG = f"{CONFIG_ROOT}/registry/config.yml"
 # Offline it is Debian's docker-registry package; it must reach the host before it can serve anything.
 IMAGE = Image("registry", pull="registry:2", build="images/registry", via_registry=False)
 CONTAINER_PORT = 5000
+HEALTH = Health(CONTAINER_PORT, "/v2/")
 
 
 def declare(target: Target) -> RoleSpec:
@@ -18,6 +19,6 @@ def declare(target: Target) -> RoleSpec:
             name="dockyard-registry",
             ports=target.publish("registry", {"port": CONTAINER_PORT}),
             volumes=("dockyard-registry-data:/var/lib/registry", f"{CONFIG}:/etc/docker/registry/config.yml:ro"),
-            health=Health(CONTAINER_PORT, "/v2/"),
+            health=HEALTH,
         ),
     )

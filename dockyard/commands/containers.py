@@ -6,8 +6,17 @@ from __future__ import annotations
 import shlex
 
 from dockyard.commands import docker
-from dockyard.contract import DOCKER_STOP_TIMEOUT, IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
-from dockyard.spec import NETWORK, ContainerSpec
+from dockyard.contract import (
+    DOCKER_STOP_TIMEOUT,
+    IMAGE_LABEL,
+    READY_INTERVAL_S,
+    ROLE_LABEL,
+    SPEC_LABEL,
+    readiness_probe,
+)
+from dockyard.spec import NETWORK, ContainerSpec, Health
+
+HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, HEALTH_RETRIES = 2, 3, 3  # Docker's checks of a running container
 
 
 def container_document(spec: ContainerSpec, role: str) -> dict:
@@ -25,7 +34,8 @@ def container_document(spec: ContainerSpec, role: str) -> dict:
         "labels": {**dict(spec.labels), ROLE_LABEL: role},
         "log": {"max-size": "10m", "max-file": "3"},
         "health": spec.health and {
-            "command": spec.health.command(), "interval_s": 2, "timeout_s": 3, "retries": 3,
+            "command": spec.health.command(), "interval_s": HEALTH_INTERVAL_S, "timeout_s": HEALTH_TIMEOUT_S,
+            "retries": HEALTH_RETRIES,
         },
     }
 
@@ -87,15 +97,27 @@ def load() -> str:
     return docker("load", "--quiet")
 
 
-def wait_healthy(name: str, timeout: int = 90) -> str:
-    """Poll Docker's own health status; on timeout print the container's last log lines."""
-    fmt = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
-    q = shlex.quote
+def ready(name: str, health: Health | None) -> str:
+    """A condition: the readiness probe of the container `name` (a shell word) passes, run once, bounded by the
+    health check's timeout."""
+    probe = readiness_probe(health.command() if health else None)
+    return f"timeout {HEALTH_TIMEOUT_S} {docker('exec')} {name} {shlex.join(probe)} >/dev/null 2>&1"
+
+
+def until_ready(name: str, health: Health | None, timeout: int, give_up: str) -> str:
+    """Run the readiness probe of the container `name` (a shell word) every READY_INTERVAL_S until it passes; after
+    `timeout` seconds run `give_up`, which exits."""
     return (
-        f"i=0; until [ \"$({docker('inspect', '--format', fmt, name)} 2>/dev/null)\" = healthy ]; do "
-        f"i=$((i+1)); if [ $i -gt {timeout * 4} ]; then echo {q(f'{name} not healthy after {timeout}s; its log:')} >&2;"
-        f" {docker('logs', '--tail', '20', name)} >&2; exit 1; fi; sleep 0.25; done"
+        f"since=$(date +%s); until {ready(name, health)}; do "
+        f"if [ $(($(date +%s) - since)) -ge {timeout} ]; then {give_up}; fi; sleep {READY_INTERVAL_S}; done"
     )
+
+
+def wait_healthy(name: str, health: Health | None, timeout: int = 90) -> str:
+    """Wait until the container is ready; after `timeout` seconds print its last log lines and fail."""
+    q = shlex.quote
+    give_up = f"echo {q(f'{name} not healthy after {timeout}s; its log:')} >&2; {docker('logs', '--tail', '20', name)}"
+    return until_ready(q(name), health, timeout, f"{give_up} >&2; exit 1")
 
 
 def logs(name: str, tail: int) -> str:

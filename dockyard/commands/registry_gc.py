@@ -17,6 +17,7 @@ import shlex
 
 from dockyard.commands import docker
 from dockyard.commands.containers import wait_healthy
+from roles import registry
 
 CONTAINER = "dockyard-registry"
 VOLUME = "dockyard-registry-data"
@@ -61,7 +62,7 @@ def gc_script(container: str = CONTAINER, volume: str = VOLUME, config: str = CO
         "fi",
         f"{docker('start', container)} >/dev/null",
         "trap 'rm -f \"$log\"' EXIT",
-        wait_healthy(container, health_timeout),
+        wait_healthy(container, registry.HEALTH, health_timeout),
         "stopped=$(( $(date +%s) - stopped_at ))",
         'after=$(du -sb "$data" | cut -f1)',
         "deleted=$(grep -c 'blob eligible for deletion' \"$log\" || true)",

@@ -1,5 +1,5 @@
 """The zero-downtime switch of a service with slots (the app), as one script run on its host: start the new
-container in the slot that does not serve, gate on Docker's health check, point the upstream file at it and reload
+container in the slot that does not serve, gate on its readiness probe, point the upstream file at it and reload
 Caddy, then stop the old one with its grace period. And `settle`, which clears what a switch cut short left behind.
 
 Both decide on the host, under the lock, which container serves: what the upstream file names then, not what the
@@ -13,7 +13,7 @@ import shlex
 
 from dockyard import contract
 from dockyard.commands import docker
-from dockyard.commands.containers import ensure_network, run_container, run_inside
+from dockyard.commands.containers import ensure_network, run_container, run_inside, until_ready
 from dockyard.spec import ContainerSpec, Slots
 
 MARK = "::switch "
@@ -25,7 +25,6 @@ def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: i
     blue, green = contract.slot_names(spec.name)
     upstream = shlex.quote(slots.upstream)
     new = shlex.quote(f"{slots.upstream}.dockyard-new")
-    status = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
     line = contract.upstream_line("${slot}", slots.port).rstrip("\n")
     return [
         ("start", "\n".join([
@@ -37,13 +36,10 @@ def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: i
             ensure_network(spec.network),
             f"{run_container(spec, role, digest, name=SLOT)} >/dev/null",
         ])),
-        ("gate", (
-            f'i=0; until [ "$({docker("inspect", "--format", status)} {SLOT} 2>/dev/null)" = healthy ]; do '
-            f"i=$((i+1)); if [ $i -gt {timeout * 4} ]; then "
+        ("gate", until_ready(SLOT, spec.health, timeout, (
             f"{docker('logs', '--tail', '20')} {SLOT} >&2 2>&1; {docker('rm', '--force')} {SLOT} >/dev/null; "
-            f'echo "$slot not healthy after {timeout}s, removed; ${{serving:-nothing}} still serves" >&2; exit 1; '
-            f"fi; sleep 0.25; done"
-        )),
+            f'echo "$slot not healthy after {timeout}s, removed; ${{serving:-nothing}} still serves" >&2; exit 1'
+        ))),
         ("upstream", f'echo "{line}" > {new} && mv {new} {upstream}'),
         ("reload", run_inside(slots.proxy, slots.reload)),
         ("retire", f"sleep {contract.SWITCH_SETTLE_SECONDS}\n{_retire(spec, slots, SLOT)}"),

@@ -1,5 +1,5 @@
-"""Replace the app without downtime: start the pushed image in the app's other slot, wait for Docker's health
-check, switch the proxy to it, then stop the old container with its grace period. A version that never gets
+"""Replace the app without downtime: start the pushed image in the app's other slot, wait until its readiness probe
+passes, switch the proxy to it, then stop the old container with its grace period. A version that never gets
 healthy is removed; the old container was never stopped and keeps serving.
 
 Only the Docker SDK touches the engine: nothing from a payload ever reaches a shell.
@@ -23,15 +23,17 @@ from dockyard.contract import (
     CARRIED_LABELS,
     DOCKER_STOP_TIMEOUT,
     PROXY_RELOAD,
+    READY_INTERVAL_S,
     SWITCH_SETTLE_SECONDS,
     document_problem,
     next_slot,
+    readiness_probe,
     slot_names,
     upstream_line,
     upstream_target,
 )
 
-POLL_INTERVAL = 0.5
+POLL_INTERVAL = 0.5  # between two pulls of a tag the registry does not serve yet
 # The registry notifies as the manifest is stored, and a pull right then has been seen to answer "manifest unknown"
 # (once, 0.2 s after the push): such a pull is tried again for a few seconds.
 PULL_RETRY_SECONDS = 5
@@ -142,7 +144,8 @@ class Redeployer:
         carried = {k: v for k, v in (current.labels if current else {}).items() if k in CARRIED_LABELS}
 
         name = next_slot(doc["name"], serving, lambda n: self._container(n) is not None)
-        problem = self._start({**create_args(doc, image, carried), "name": name})
+        probe = readiness_probe(doc["health"] and doc["health"]["command"])
+        problem = self._start({**create_args(doc, image, carried), "name": name}, probe)
         if problem is None:
             problem = self._switch(name, port, serving)
         if problem is not None:
@@ -162,9 +165,9 @@ class Redeployer:
                     raise
             time.sleep(POLL_INTERVAL)
 
-    def _start(self, args: dict) -> str | None:
-        """Start a container from `args` in place of whatever holds its name, and wait until Docker calls it
-        healthy; when it never does, remove it and say why."""
+    def _start(self, args: dict, probe: tuple[str, ...]) -> str | None:
+        """Start a container from `args` in place of whatever holds its name, and wait until its readiness `probe`
+        passes; when it never does, remove it and say why."""
         leftover = self._container(args["name"])
         try:
             if leftover is not None:
@@ -173,7 +176,7 @@ class Redeployer:
             container.start()
         except docker.errors.DockerException as e:
             return f"starting {args['image']} as {args['name']} failed: {first_line(e)}"
-        problem = self._wait_healthy(container, args["image"])
+        problem = self._wait_ready(container, args["image"], probe)
         if problem is not None:
             try:
                 tail = container.logs(tail=LOG_LINES).decode(errors="replace").strip()
@@ -222,21 +225,26 @@ class Redeployer:
                 problems.append(f"stopping {old} failed: {first_line(e)}")
         return "; ".join(problems) or None
 
-    def _wait_healthy(self, container, image: str) -> str | None:
+    def _wait_ready(self, container, image: str, probe: tuple[str, ...]) -> str | None:
+        """Run the readiness probe inside the new container every READY_INTERVAL_S until it passes, for at most the
+        health timeout; then Docker's own status says how it ended."""
         deadline = time.monotonic() + self.health_timeout
         while True:
             try:
-                container.reload()
-            except docker.errors.DockerException as e:
-                return f"{container.name} vanished: {first_line(e)}"
-            state = container.attrs["State"]
-            # With no health check, running is the best Docker can tell.
-            status = state["Health"]["Status"] if state.get("Health") else state["Status"]
-            if status in ("healthy", "running"):
-                return None
+                if container.exec_run(list(probe)).exit_code == 0:
+                    return None
+            except docker.errors.APIError:
+                pass  # not running (yet, or any more): not ready
             if time.monotonic() >= deadline:
-                return f"{container.name} not healthy after {self.health_timeout:g}s on {image} ({status})"
-            time.sleep(POLL_INTERVAL)
+                break
+            time.sleep(READY_INTERVAL_S)
+        try:
+            container.reload()
+        except docker.errors.DockerException as e:
+            return f"{container.name} vanished: {first_line(e)}"
+        state = container.attrs["State"]
+        status = state["Health"]["Status"] if state.get("Health") else state["Status"]
+        return f"{container.name} not healthy after {self.health_timeout:g}s on {image} ({status})"
 
     def _container(self, name: str):
         try:

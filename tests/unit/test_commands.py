@@ -202,6 +202,39 @@ def test_looking_at_the_lock_takes_nothing_and_steps_run_under_the_run_lock():
     assert lock.STEP_SHELL == "flock --shared --close /var/lib/dockyard/lock/run.lock sh -s"
 
 
+def test_a_service_is_waited_for_by_running_its_health_check_every_tenth_of_a_second_until_it_passes():
+    assert containers.wait_healthy("dockyard-registry", Health(5000, "/v2/"), timeout=60) == (
+        "since=$(date +%s); until timeout 3 docker exec dockyard-registry sh -c "
+        "'wget -q -O /dev/null http://127.0.0.1:5000/v2/' >/dev/null 2>&1; do "
+        "if [ $(($(date +%s) - since)) -ge 60 ]; then echo 'dockyard-registry not healthy after 60s; its log:' >&2; "
+        "docker logs --tail 20 dockyard-registry >&2; exit 1; fi; sleep 0.1; done"
+    )
+    # without a health check, it is ready once it runs
+    assert containers.ready("x", None) == "timeout 3 docker exec x true >/dev/null 2>&1"
+
+
+@pytest.mark.parametrize("failures, timeout, exited, stderr", [
+    (2, 30, 0, ""),  # passes at the third probe
+    (10**6, 1, 1, "dockyard-x not healthy after 1s; its log:\none\ntwo\n"),
+])
+def test_the_wait_probes_until_it_passes_or_fails_at_its_bound_with_the_last_log_lines(tmp_path, failures, timeout,
+                                                                                       exited, stderr):
+    """The wait in a real sh, with a `docker` whose exec fails `failures` times and whose log is two lines."""
+    fake = tmp_path / "docker"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in exec) echo x >> {tmp_path}/probes; [ $(wc -l < {tmp_path}/probes) -gt {failures} ] ;; '
+        'logs) printf "one\\ntwo\\n" ;; esac\n'
+    )
+    fake.chmod(0o755)
+    wait = containers.wait_healthy("dockyard-x", Health(1, "/"), timeout=timeout)
+    ran = subprocess.run(["sh", "-eu", "-c", wait], capture_output=True, text=True, timeout=10,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert (ran.returncode, ran.stderr) == (exited, stderr)
+    if not exited:
+        assert (tmp_path / "probes").read_text() == "x\nx\nx\n"
+
+
 APP = ContainerSpec(name="dockyard-app", image="reg/app:2", health=Health(8000, "/healthz"), stop_timeout=12)
 
 
@@ -226,11 +259,11 @@ def test_the_switch_starts_the_other_slot_gates_switches_the_proxy_then_retires_
         "--label dockyard.spec=d1g --health-cmd 'wget -q -O /dev/null http://127.0.0.1:8000/healthz' "
         "--health-interval 2s --health-timeout 3s --health-retries 3 reg/app:2 >/dev/null",
         "echo '::switch gate'",
-        "i=0; until [ \"$(docker inspect --format "
-        "'{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \"$slot\" 2>/dev/null)\" "
-        "= healthy ]; do i=$((i+1)); if [ $i -gt 120 ]; then docker logs --tail 20 \"$slot\" >&2 2>&1; "
+        'since=$(date +%s); until timeout 3 docker exec "$slot" sh -c '
+        "'wget -q -O /dev/null http://127.0.0.1:8000/healthz' >/dev/null 2>&1; do "
+        'if [ $(($(date +%s) - since)) -ge 30 ]; then docker logs --tail 20 "$slot" >&2 2>&1; '
         'docker rm --force "$slot" >/dev/null; echo "$slot not healthy after 30s, removed; ${serving:-nothing} '
-        'still serves" >&2; exit 1; fi; sleep 0.25; done',
+        'still serves" >&2; exit 1; fi; sleep 0.1; done',
         "echo '::switch upstream'",
         'echo "to ${slot}:8000" > /var/lib/dockyard/proxy/app.upstream.dockyard-new && '
         "mv /var/lib/dockyard/proxy/app.upstream.dockyard-new /var/lib/dockyard/proxy/app.upstream",

@@ -7,10 +7,12 @@ import pytest
 
 from dockyard import registry_gc
 from dockyard.cli.registry import split_reference
+from dockyard.commands import containers
 from dockyard.commands.registry_gc import gc_script
 from dockyard.errors import DockyardError, RegistryError, StepFailed
 from dockyard.registry_api import RegistryClient, next_page
 from dockyard.report import short_date
+from roles import registry
 
 BULK = 105  # more repositories than one default page of the catalog
 BIG = 2_000_000  # random bytes, so compression cannot shrink what gc must free
@@ -49,7 +51,7 @@ def test_gc_script_stops_collects_with_the_same_image_and_mounts_then_restarts_a
         "garbage-collect --delete-untagged /etc/docker/registry/config.yml; fi; done; "
     ) in script
     assert "docker start dockyard-registry >/dev/null" in lines
-    assert any(line.startswith("i=0; until [ \"$(docker inspect") and "dockyard-registry" in line for line in lines)
+    assert containers.wait_healthy("dockyard-registry", registry.HEALTH) in lines
     assert lines[-1] == 'echo "dockyard-gc before=$before after=$after deleted=$deleted stopped=$stopped"'
     kept = gc_script(delete_untagged=False)
     assert "exec \"$b\" garbage-collect /etc/docker/registry/config.yml; fi" in kept

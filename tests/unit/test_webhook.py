@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import docker.errors
 import pytest
@@ -408,6 +409,45 @@ def test_a_pull_right_after_the_push_is_tried_again_briefly(monkeypatch):
     monkeypatch.setattr(redeploy, "PULL_RETRY_SECONDS", 0.1)
     with pytest.raises(docker.errors.NotFound):
         redeploy.Redeployer(FlakyRegistry(misses=10**6), Path("s"), Path("u"), "p", 1)._pull("a:b")
+
+
+class StartingContainer:
+    """A container whose readiness probe fails `failures` times: the first `refused` runs find it not running yet."""
+
+    name = "dockyard-app-green"
+
+    def __init__(self, failures: int, refused: int = 0):
+        self.failures, self.refused, self.probes = failures, refused, []
+        self.attrs = {"State": {"Status": "running", "Health": {"Status": "starting"}}}
+
+    def exec_run(self, command):
+        self.probes.append(command)
+        if len(self.probes) <= self.refused:
+            raise docker.errors.APIError("container is not running")
+        return SimpleNamespace(exit_code=0 if len(self.probes) > self.failures else 1, output=b"")
+
+    def reload(self):
+        self.attrs["State"]["Health"]["Status"] = "unhealthy"
+
+
+def test_the_new_slot_is_ready_once_its_health_check_passes_when_run_inside_it(monkeypatch):
+    monkeypatch.setattr(redeploy, "READY_INTERVAL_S", 0.001)
+    container = StartingContainer(failures=3, refused=1)
+    probe = ("sh", "-c", "wget -q -O /dev/null http://127.0.0.1:8000/healthz")
+    redeployer = redeploy.Redeployer(None, Path("spec"), Path("upstream"), "proxy", 5)
+    assert redeployer._wait_ready(container, "reg/app:2", probe) is None
+    assert container.probes == [list(probe)] * 4
+
+
+def test_a_slot_never_ready_fails_after_the_health_timeout_with_dockers_status(monkeypatch):
+    monkeypatch.setattr(redeploy, "READY_INTERVAL_S", 0.01)
+    container = StartingContainer(failures=10**6)
+    redeployer = redeploy.Redeployer(None, Path("spec"), Path("upstream"), "proxy", 0.2)
+    started = time.monotonic()
+    problem = redeployer._wait_ready(container, "reg/app:3", ("true",))
+    assert 0.2 <= time.monotonic() - started < 2
+    assert problem == "dockyard-app-green not healthy after 0.2s on reg/app:3 (unhealthy)"
+    assert len(container.probes) > 3
 
 
 def test_app_spec_missing(tmp_path):
