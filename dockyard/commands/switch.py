@@ -42,7 +42,12 @@ def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: i
         ))),
         ("upstream", f'echo "{line}" > {new} && mv {new} {upstream}'),
         ("reload", run_inside(slots.proxy, slots.reload)),
-        ("retire", f"sleep {contract.SWITCH_SETTLE_SECONDS}\n{_retire(spec, slots, SLOT)}"),
+        ("retire", "\n".join([
+            # requests the old config routed finish on the old container; with none, there is nothing to wait for
+            f'if [ -n "$serving" ] && [ "$serving" != "$slot" ] && {docker("inspect")} "$serving" >/dev/null 2>&1; '
+            f"then sleep {contract.SWITCH_SETTLE_SECONDS}; fi",
+            _retire(spec, slots, SLOT),
+        ])),
     ]
 
 

@@ -150,7 +150,8 @@ class Redeployer:
             problem = self._switch(name, port, serving)
         if problem is not None:
             return Outcome("failure", problem, image, before, before)
-        time.sleep(self.settle)
+        if current is not None:  # requests the old config routed finish on it
+            time.sleep(self.settle)
         retired = self._retire(doc["name"], keep=name)
         return Outcome("success", retired or "", image, before, self._record(self._container(name)))
 

@@ -270,7 +270,8 @@ def test_the_switch_starts_the_other_slot_gates_switches_the_proxy_then_retires_
         "echo '::switch reload'",
         "docker exec dockyard-proxy caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile >/dev/null",
         "echo '::switch retire'",
-        "sleep 1",
+        'if [ -n "$serving" ] && [ "$serving" != "$slot" ] && docker inspect "$serving" >/dev/null 2>&1; '
+        "then sleep 1; fi",
         RETIRE % '"$slot"',
     ])
 
