@@ -85,7 +85,8 @@ def facts_script(conn: HostConnection, desired: Sequence[Desired] = (), start: b
     """The facts read (tests/fixtures/facts/ holds recorded outputs); `start`: bring a stopped engine up first."""
     paths = [f.dest for want in desired for f in want.files]
     names = [name for want in desired for name in want.container_names]
-    return facts_command.script(conn.record.user, paths, names, start)
+    wanted = {i for want in desired for i in (want.image.ref, want.image.image_id) if i}
+    return facts_command.script(conn.record.user, paths, names, sorted(wanted), start)
 
 
 def _converge_host(env: Env, record, desired: list[Desired], claim: Claim | None) -> Plan:

@@ -28,24 +28,32 @@ ENGINE_STATE = (
 )
 
 
-def script(user: str, paths: list[str], names: list[str], start: bool = False) -> str:
+def script(user: str, paths: list[str], names: list[str], images: list[str] = (), start: bool = False) -> str:
     """`paths`: the files whose hashes to read; `names`: containers to inspect even without dockyard's labels;
-    `start`: bring a stopped engine up before reading (deploy), or only look (plan)."""
+    `images`: the image refs and ids to look for; `start`: bring a stopped engine up before reading (deploy), or only
+    look (plan). The images are looked for in the background meanwhile: each `docker` command starts a client."""
     files = " ".join(shlex.quote(p) for p in sorted(paths)) or "/dev/null"
-    by_name = " ".join("--filter " + shlex.quote(f"name=^/{n}$") for n in sorted(names))
-    ids = f"docker ps -aq --filter label={ROLE_LABEL}" + (f"; docker ps -aq {by_name}" if names else "")
+    by_name = "".join(" " + shlex.quote(n) for n in sorted(names))
+    tags = "{{range .RepoTags}}{{println . $.Id}}{{end}}"
+    look, show = "", ""
+    if images:
+        wanted = " ".join(shlex.quote(i) for i in sorted(images))
+        look = (f"images=$(mktemp); docker image inspect --format '{tags}' {wanted} >\"$images\" 2>/dev/null & "
+                "looking=$!\n")
+        show = ' wait $looking || true; cat "$images"; rm -f "$images"'
     return f"""{ENGINE_STATE}
 state=$(docker_state); woke=; audit=
 case $state in {RUNNING}*) ;; *) audit=$(dpkg --audit 2>/dev/null) ;; esac
-{_start() if start else ""}echo ::docker; echo "$state"; [ -z "$woke" ] || echo "$woke"
+{_start() if start else ""}{look}echo ::docker; echo "$state"; [ -z "$woke" ] || echo "$woke"
 echo ::dpkg; [ -z "$audit" ] || echo "$audit"
 echo ::init; [ -d /run/systemd/system ] && echo systemd || true
 echo ::boot; {_enabled_at_boot("docker", DOCKERD_MARK)}
 echo ::guard; iptables -t raw -C {LOOPBACK_GUARD} 2>/dev/null && echo present || true
 echo ::guard_boot; {_enabled_at_boot(GUARD_UNIT, GUARD_MARK)}
 echo ::groups; id -nG {shlex.quote(user)} 2>/dev/null || true
-echo ::containers; ids=$( ({ids}) 2>/dev/null | sort -u); if [ -n "$ids" ]; then docker inspect $ids; fi
-echo ::images; docker image ls --no-trunc --format '{{{{.Repository}}}}:{{{{.Tag}}}} {{{{.ID}}}}' 2>/dev/null || true
+echo ::containers; ids=$(docker ps -aq --filter label={ROLE_LABEL} 2>/dev/null); [ -z "$ids{by_name}" ] || \
+docker inspect --type container $ids{by_name} 2>/dev/null || true
+echo ::images;{show}
 echo ::files; sha256sum {files} 2>/dev/null || true
 echo ::upstream; cat {HOST_UPSTREAM_FILE} 2>/dev/null || true
 echo ::end"""

@@ -121,14 +121,33 @@ def test_the_guard_the_daemon_wait_and_the_docker_group():
 
 
 def test_the_facts_read_is_one_script_with_every_section_the_parser_reads():
-    text = facts.script("ubuntu", ["/etc/b", "/etc/a b"], ["dockyard-app"])
-    marks = [line.split(";")[0].removeprefix("echo ::") for line in text.splitlines() if line.startswith("echo ::")]
+    text = facts.script("ubuntu", ["/etc/b", "/etc/a b"], ["dockyard-app"], ["reg/app:2", "sha256:1"])
+    lines = text.splitlines()
+    marks = [line.split(";")[0].removeprefix("echo ::") for line in lines if line.startswith("echo ::")]
     assert marks == [*facts.SECTIONS, "end"]
-    assert "sha256sum '/etc/a b' /etc/b 2>/dev/null || true" in text
+    assert "echo ::files; sha256sum '/etc/a b' /etc/b 2>/dev/null || true" in lines
     # dockyard's containers by label, and the declared ones by name even if a hand run dropped the labels
-    assert ("ids=$( (docker ps -aq --filter label=dockyard.role; docker ps -aq --filter 'name=^/dockyard-app$') "
-            "2>/dev/null | sort -u)") in text
-    assert "docker ps -aq --filter name" not in facts.script("ubuntu", [], [])
+    assert ('echo ::containers; ids=$(docker ps -aq --filter label=dockyard.role 2>/dev/null); '
+            '[ -z "$ids dockyard-app" ] || docker inspect --type container $ids dockyard-app 2>/dev/null || true'
+            ) in lines
+    assert '[ -z "$ids" ] || docker inspect --type container $ids 2>/dev/null' in facts.script("ubuntu", [], [])
+    # the declared images, looked for in the background while the rest is read, before the first section
+    look = ("images=$(mktemp); docker image inspect --format '{{range .RepoTags}}{{println . $.Id}}{{end}}' "
+            'reg/app:2 sha256:1 >"$images" 2>/dev/null & looking=$!')
+    assert lines.index(look) < lines.index('echo ::docker; echo "$state"; [ -z "$woke" ] || echo "$woke"')
+    assert 'echo ::images; wait $looking || true; cat "$images"; rm -f "$images"' in lines
+    assert "echo ::images;" in facts.script("ubuntu", [], []).splitlines()
+
+
+def test_the_images_section_prints_what_the_background_lookup_printed_once_it_has_ended(tmp_path):
+    """The lookup and its section in a real sh, with a `docker` that answers late and fails as the engine does for
+    a ref it lacks."""
+    lines = facts.script("ubuntu", [], [], ["a:1", "c:3"]).splitlines()
+    look = next(line for line in lines if line.startswith("images="))
+    section = next(line for line in lines if line.startswith("echo ::images"))
+    late = 'docker() { sleep 0.3; printf "a:1 sha256:9\\nb:2 sha256:9\\n\\n"; return 1; }'
+    ran = subprocess.run(["sh", "-c", f"{late}\n{look}\n{section}"], capture_output=True, text=True, check=True)
+    assert ran.stdout == "::images\na:1 sha256:9\nb:2 sha256:9\n\n"
 
 
 ENGINE_STATE = (
