@@ -37,18 +37,25 @@ def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None)
     a dry run: read, plan and print, change nothing. `only` limits the roles (() = Docker alone)."""
     started = time.monotonic()
     records = env.hosts()
-    desired = declare(env, records, only)
-
-    def one_host(record):
-        return _converge_host(env, record, desired[record.name], claim)
-
     plans, failures = [], []
     with ThreadPoolExecutor(max_workers=len(records)) as pool:
-        for record, future in [(r, pool.submit(one_host, r)) for r in records]:
-            try:
-                plans.append(future.result())
-            except DockyardError as e:
-                failures.append((record.name, e))
+        # each host's SSH handshake goes on while the hosts are declared here
+        connecting = {r.name: pool.submit(_connected, env, r) for r in records}
+        try:
+            desired = declare(env, records, only)
+
+            def one_host(record):
+                return _converge_host(env, connecting[record.name].result(), desired[record.name], claim)
+
+            for record, future in [(r, pool.submit(one_host, r)) for r in records]:
+                try:
+                    plans.append(future.result())
+                except DockyardError as e:
+                    failures.append((record.name, e))
+        finally:
+            for future in connecting.values():
+                if future.exception() is None:
+                    future.result().close()
     if failures:
         if len(failures) == 1:
             raise failures[0][1]
@@ -89,8 +96,15 @@ def facts_script(conn: HostConnection, desired: Sequence[Desired] = (), start: b
     return facts_command.script(conn.record.user, paths, names, sorted(wanted), start)
 
 
-def _converge_host(env: Env, record, desired: list[Desired], claim: Claim | None) -> Plan:
-    with env.connect(record) as conn:
+def _connected(env: Env, record: HostRecord) -> HostConnection:
+    conn = env.connect(record)
+    conn.open()
+    return conn
+
+
+def _converge_host(env: Env, conn: HostConnection, desired: list[Desired], claim: Claim | None) -> Plan:
+    record = conn.record
+    with conn:
         if claim is None:
             plan = _plan(env, record, desired, read_facts(conn, desired))
             for role in plan.roles:
