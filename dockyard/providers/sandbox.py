@@ -67,6 +67,8 @@ class Sandbox:
             record = recorded.get(host.name)
             if record is None:
                 raise ProviderError(f"sandbox host {host.name} is not provisioned; run `invoke provision`")
+            if (init := record.provider.get("init", inv.sandbox.init)) != inv.sandbox.init:
+                raise wrong_init(host.name, init, inv.sandbox.init)
             open_ports = inv.open_ports(host)
             for role, port in open_ports.items():
                 if role not in record.endpoints:
@@ -81,6 +83,13 @@ class Sandbox:
         from dockyard.providers.sandbox_engine import Engine
 
         return Engine(self)
+
+
+def wrong_init(host: str, init: str, declared: str) -> ProviderError:
+    return ProviderError(
+        f"sandbox host {host} runs init {init}, the inventory says {declared}: run `invoke teardown` then "
+        f"`invoke provision` to recreate it"
+    )
 
 
 def unpublished(host: str, port: int) -> ProviderError:

@@ -12,7 +12,7 @@ from dockyard import images
 from dockyard.environment import Env
 from dockyard.errors import ProviderError
 from dockyard.inventory import Host
-from dockyard.providers.sandbox import Sandbox, unpublished
+from dockyard.providers.sandbox import Sandbox, unpublished, wrong_init
 from dockyard.state import HostRecord
 
 # Enough privilege for dockerd inside, without --privileged (which needs CAP_SYS_RESOURCE).
@@ -178,10 +178,7 @@ def _bindable(port: int) -> bool:
 def _record(env: Env, host: Host, container) -> HostRecord:
     init = container.labels["dockyard.init"]
     if init != env.inventory.sandbox.init:
-        raise ProviderError(
-            f"sandbox host {host.name} runs init {init}, the inventory says {env.inventory.sandbox.init}: "
-            f"run `invoke teardown` then `invoke provision` to recreate it"
-        )
+        raise wrong_init(host.name, init, env.inventory.sandbox.init)
     ports = container.attrs["NetworkSettings"]["Ports"] or {}
 
     def published(port: int) -> str:
@@ -199,7 +196,7 @@ def _record(env: Env, host: Host, container) -> HostRecord:
         user=env.inventory.ssh.user,
         roles=host.roles,
         endpoints=endpoints,
-        provider={"container": container.name, "ip": _container_ip(container)},
+        provider={"container": container.name, "ip": _container_ip(container), "init": init},
     )
 
 
