@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard import commands, deploy, images, transfer
+from dockyard import deploy, images, transfer
+from dockyard.commands import containers
 from dockyard.environment import Env
 from dockyard.spec import Desired, Target
 from roles import MODULES
@@ -144,7 +145,7 @@ def pyinfra_changed_nothing(output: str) -> bool:
 def service(want: Desired, built: dict[str, images.Built], folder: Path) -> dict:
     """One container of the workload, as pyinfra's docker.container takes it, with its files."""
     spec = want.container
-    doc = commands.container_document(spec, want.role)
+    doc = containers.container_document(spec, want.role)
     extra = ["--stop-timeout", str(spec.stop_timeout)]
     for key, value in doc["log"].items():
         extra += ["--log-opt", f"{key}={value}"]
