@@ -192,7 +192,7 @@ def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: 
     log = []
     try:
         for event in client.api.build(
-            path=str(context), tag=ref, buildargs={"BASE": base}, rm=True, forcerm=True, decode=True
+            path=str(context), tag=ref, buildargs=build_args(base), rm=True, forcerm=True, decode=True
         ):
             if "error" in event:
                 last = " | ".join(log[-3:])
@@ -203,6 +203,23 @@ def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: 
     except docker.errors.APIError as e:
         raise ImageError(f"building {name} failed: {_first_line(e)}") from None
     return Built(ref, client.images.get(ref).id, cached=False)
+
+
+def build_args(base: str) -> dict[str, str]:
+    """Every build gets its base image and, behind a TLS-inspecting proxy, the proxy's CA certificates: the PEM
+    file DOCKYARD_EXTRA_CA_CERTS names, for Dockerfiles that fetch over HTTPS (see apps/flask-pip)."""
+    args = {"BASE": base}
+    ca_file = os.environ.get("DOCKYARD_EXTRA_CA_CERTS")
+    if ca_file:
+        try:
+            args["EXTRA_CA_CERTS"] = Path(ca_file).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not PEM text"
+            raise ImageError(
+                f"DOCKYARD_EXTRA_CA_CERTS: cannot read {ca_file} ({reason}); name a PEM file of CA certificates, or "
+                f"unset it"
+            ) from None
+    return args
 
 
 def image_size(ref: str) -> int:
