@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from dockyard import facts, images
+from dockyard import app_secrets, app_settings, facts, images
 from dockyard.commands import containers
 from dockyard.commands import facts as facts_command
 from dockyard.contract import PUSHED_TAG_PREFIX
@@ -64,7 +64,9 @@ def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = 
     roles = {r.name: [role for role in ROLES if role in r.roles and (only is None or role in only)] for r in records}
     # where images come from matters only to hosts with services; Docker alone needs no local engine
     online = any(roles.values()) and images.resolve_source(env.inventory.images) == "online"
-    targets = [Target(env.inventory, record, online) for record in records]
+    # read before any host is touched: a source that cannot be read stops the run here
+    secrets = app_secrets.resolve(env) if any("app" in r for r in roles.values()) else {}
+    targets = [Target(env.inventory, record, online, secrets) for record in records]
     specs = {t.host.name: [MODULES[role].declare(t) for role in roles[t.host.name]] for t in targets}
     built = build_images(env, [s for host_specs in specs.values() for s in host_specs], online)
     context = {"secrets": {name: env.secret(name) for name in SECRETS}, "online": online}
@@ -132,10 +134,14 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
         else:
             resolved = ResolvedImage(local.ref, local.image_id, "ship", local.ref)
     container = replace(spec.container, image=resolved.ref)
+    release = spec.slots.release if spec.slots else ()
     values = {
         **context, "inventory": target.inventory, "services": target.inventory.services, "host": target.host,
-        "container": containers.container_document(container, spec.role), "role": spec.role,
+        "container": containers.container_document(container, spec.role, release), "role": spec.role,
     }
+    image_user = None
+    if any(f.image_user for f in spec.files):  # the user a container of the image runs as, read once
+        image_user = app_settings.image_user_id(images.image_user(resolved.local_ref or resolved.ref))
     files = tuple(
         Rendered(
             f.dest,
@@ -144,6 +150,7 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
             f.mode,
             f.secret,
             f.create_only,
+            image_user if f.image_user else 0,
         )
         for f in spec.files
     )

@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -245,7 +246,7 @@ def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: 
         with tempfile.TemporaryFile() as tar:
             context_tar(files, tar)
             for event in client.api.build(
-                fileobj=tar, custom_context=True, tag=ref, buildargs={"BASE": base}, rm=True, forcerm=True,
+                fileobj=tar, custom_context=True, tag=ref, buildargs=build_args(base, files), rm=True, forcerm=True,
                 decode=True,
             ):
                 if "error" in event:
@@ -257,6 +258,41 @@ def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: 
     except docker.errors.APIError as e:
         raise ImageError(f"building {name} failed: {_first_line(e)}") from None
     return Built(ref, client.images.get(ref).id, cached=False)
+
+
+# A Dockerfile that fetches over HTTPS declares `ARG EXTRA_CA_CERTS` (see apps/flask-pip) to receive them.
+CA_CERTS_ARG = "EXTRA_CA_CERTS"
+CA_CERTS_DECLARED = re.compile(rf"^\s*ARG\s+{CA_CERTS_ARG}\b", re.MULTILINE | re.IGNORECASE)
+
+
+def build_args(base: str, files: Mapping[str, Path]) -> dict[str, str]:
+    """Every build gets its base image. A Dockerfile that declares EXTRA_CA_CERTS also gets the CA certificates
+    the operator trusts, so a build behind a TLS-inspecting proxy trusts it too: the PEM file
+    DOCKYARD_EXTRA_CA_CERTS names, else SSL_CERT_FILE (what OpenSSL tools already trust), else none."""
+    args = {"BASE": base}
+    dockerfile = files.get("Dockerfile")
+    if dockerfile is None or not CA_CERTS_DECLARED.search(dockerfile.read_text(errors="replace")):
+        return args
+    variable = next((v for v in ("DOCKYARD_EXTRA_CA_CERTS", "SSL_CERT_FILE") if os.environ.get(v)), None)
+    if variable is None:
+        return args
+    ca_file = os.environ[variable]
+    try:
+        args[CA_CERTS_ARG] = Path(ca_file).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not PEM text"
+        raise ImageError(
+            f"{variable}: cannot read {ca_file} ({reason}); name a PEM file of CA certificates, or unset it"
+        ) from None
+    return args
+
+
+def image_user(ref: str) -> str:
+    """The user a container of the local image runs as (its `USER`; "" for root)."""
+    try:
+        return engine().images.get(ref).attrs["Config"].get("User") or ""
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"no local image {ref}; build or pull it first (docker image ls lists them)") from None
 
 
 def image_size(ref: str) -> int:

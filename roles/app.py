@@ -1,6 +1,6 @@
 """The Flask app, built from its folder and served by gunicorn."""
 
-from dockyard import contract
+from dockyard import app_settings, contract
 from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Slots, Target
 
 NAME = "dockyard-app"
@@ -20,13 +20,17 @@ def declare(target: Target) -> RoleSpec:
     return RoleSpec(
         role="app",
         image=Image("app", build=settings.source, repository=settings.repository),
-        files=(File(SPEC_FILE, template="app/container.json.j2"),),
+        files=(File(SPEC_FILE, template="app/container.json.j2"),
+               *app_settings.secret_files(settings, target.app_secrets)),
         lock=REPLACE_LOCK,
         container=ContainerSpec(
             name=NAME,  # the service's: it runs as dockyard-app-blue or dockyard-app-green
             # no host port: the proxy reaches it on the docker network, and two slots run side by side in a switch
             health=Health(CONTAINER_PORT, settings.health_path),
             stop_timeout=STOP_GRACE,
+            env=app_settings.container_env(settings),
+            volumes=app_settings.secret_mounts(settings),
+            env_file=app_settings.env_file(settings),
         ),
-        slots=Slots(CONTAINER_PORT),
+        slots=Slots(CONTAINER_PORT, release=app_settings.release_words(settings)),
     )

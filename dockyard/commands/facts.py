@@ -12,7 +12,7 @@ from dockyard.contract import HOST_UPSTREAM_FILE, ROLE_LABEL
 
 SECTIONS = (
     "docker", "dockerd", "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files",
-    "upstream",
+    "owners", "upstream",
 )
 
 
@@ -32,6 +32,7 @@ echo ::groups; id -nG {shlex.quote(user)} 2>/dev/null || true
 echo ::containers; ids=$( ({ids}) 2>/dev/null | sort -u); if [ -n "$ids" ]; then docker inspect $ids; fi
 echo ::images; docker image ls --no-trunc --format '{{{{.Repository}}}}:{{{{.Tag}}}} {{{{.ID}}}}' 2>/dev/null || true
 echo ::files; sha256sum {files} 2>/dev/null || true
+echo ::owners; stat -c '%u %n' {files} 2>/dev/null || true
 echo ::upstream; cat {HOST_UPSTREAM_FILE} 2>/dev/null || true
 echo ::end"""
 

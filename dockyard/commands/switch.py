@@ -12,47 +12,78 @@ from __future__ import annotations
 import shlex
 
 from dockyard import contract
-from dockyard.commands import docker
-from dockyard.commands.containers import ensure_network, run_container, run_inside
+from dockyard.commands import docker, history
+from dockyard.commands.containers import ensure_network, one_off, run_container, run_inside
 from dockyard.spec import ContainerSpec, Slots
 
 MARK = "::switch "
 SLOT = '"$slot"'  # the slot the script picks, as a shell word
+RELEASE_LINES = 5  # of a failed release command's output, into the error
 
 
-def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90) -> list[tuple[str, str]]:
-    """The switch's phases in order, (name, command), sharing one shell's variables."""
+def release_container(spec: ContainerSpec) -> str:
+    """The one-off container the release command runs in."""
+    return f"{spec.name}-release"
+
+
+def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90, source: str = "deploy",
+           declared: str | None = None) -> list[tuple[str, str]]:
+    """The switch's phases in order, (name, command), sharing one shell's variables. Each outcome is appended to
+    the audit log as from `source`; `declared`: the image deploy declared, when the switch runs another one."""
     blue, green = contract.slot_names(spec.name)
     upstream = shlex.quote(slots.upstream)
     new = shlex.quote(f"{slots.upstream}.dockyard-new")
     status = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
     line = contract.upstream_line("${slot}", slots.port).rstrip("\n")
+    before = "\n".join([  # what serves, for the audit log
+        f'before_id=$({docker("inspect", "--format", "{{.Image}}")} "$serving" 2>/dev/null || true)',
+        f'before_image=$({docker("inspect", "--format", "{{.Config.Image}}")} "$serving" 2>/dev/null || true)',
+    ])
+    failed = f"release command failed (exit $rc): nothing switched, ${{serving:-nothing}} still serves"
+    release = [] if not slots.release else [("release", "\n".join([
+        _serving(slots),
+        before,
+        f"rc=0; out=$({one_off(spec, release_container(spec), slots.release)} 2>&1) || rc=$?",
+        'if [ "$rc" -ne 0 ]; then',
+        f'  printf "%s\\n" "$out" | tail -n {RELEASE_LINES} >&2',
+        f"  {history.append(source, spec.image, 'failure', 'release command failed')}",
+        f'  echo "{failed}" >&2; exit 1',
+        "fi",
+    ]))]
     return [
+        *release,
         ("start", "\n".join([
             _serving(slots),
             # green while blue serves, blue otherwise (contract.next_slot)
             f'if [ "$serving" = {blue} ] && {docker("inspect", blue)} >/dev/null 2>&1; '
             f"then slot={green}; else slot={blue}; fi",
+            before,
             f"{docker('rm', '--force')} {SLOT} >/dev/null 2>&1 || true",  # left by a switch cut short: never served
             ensure_network(spec.network),
-            f"{run_container(spec, role, digest, name=SLOT)} >/dev/null",
+            f"{run_container(spec, role, digest, name=SLOT, declared=declared)} >/dev/null",
         ])),
         ("gate", (
             f'i=0; until [ "$({docker("inspect", "--format", status)} {SLOT} 2>/dev/null)" = healthy ]; do '
             f"i=$((i+1)); if [ $i -gt {timeout * 4} ]; then "
             f"{docker('logs', '--tail', '20')} {SLOT} >&2 2>&1; {docker('rm', '--force')} {SLOT} >/dev/null; "
+            f"{history.append(source, spec.image, 'failure', 'not healthy')}; "
             f'echo "$slot not healthy after {timeout}s, removed; ${{serving:-nothing}} still serves" >&2; exit 1; '
             f"fi; sleep 0.25; done"
         )),
         ("upstream", f'echo "{line}" > {new} && mv {new} {upstream}'),
         ("reload", run_inside(slots.proxy, slots.reload)),
         ("retire", f"sleep {contract.SWITCH_SETTLE_SECONDS}\n{_retire(spec, slots, SLOT)}"),
+        ("record", "\n".join([
+            f'after_id=$({docker("inspect", "--format", "{{.Image}}")} {SLOT})',
+            history.append(source, spec.image, "success", ""),
+        ])),
     ]
 
 
-def switch(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90) -> str:
+def switch(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90, source: str = "deploy",
+           declared: str | None = None) -> str:
     return "\n".join(["set -eu", *(f"echo '{MARK}{name}'\n{command}" for name, command in
-                                   phases(spec, role, digest, slots, timeout))])
+                                   phases(spec, role, digest, slots, timeout, source, declared))])
 
 
 def settle(spec: ContainerSpec, slots: Slots) -> str:
