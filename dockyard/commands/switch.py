@@ -39,7 +39,7 @@ def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: i
         f'before_id=$({docker("inspect", "--format", "{{.Image}}")} "$serving" 2>/dev/null || true)',
         f'before_image=$({docker("inspect", "--format", "{{.Config.Image}}")} "$serving" 2>/dev/null || true)',
     ])
-    failed = f"release command failed (exit $rc): nothing switched, ${{serving:-nothing}} still serves"
+    failed = "release command failed (exit $rc): nothing switched, ${serving:-nothing} still serves"
     release = [] if not slots.release else [("release", "\n".join([
         _serving(slots),
         before,
