@@ -41,7 +41,7 @@ def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: i
     ])
     failed = "release command failed (exit $rc): nothing switched, ${serving:-nothing} still serves"
     release = [] if not slots.release else [("release", "\n".join([
-        _serving(slots),
+        read_serving(slots.upstream),
         before,
         f"rc=0; out=$({one_off(spec, release_container(spec), slots.release)} 2>&1) || rc=$?",
         'if [ "$rc" -ne 0 ]; then',
@@ -53,7 +53,7 @@ def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: i
     return [
         *release,
         ("start", "\n".join([
-            _serving(slots),
+            read_serving(slots.upstream),
             # green while blue serves, blue otherwise (contract.next_slot)
             f'if [ "$serving" = {blue} ] && {docker("inspect", blue)} >/dev/null 2>&1; '
             f"then slot={green}; else slot={blue}; fi",
@@ -92,7 +92,7 @@ def settle(spec: ContainerSpec, slots: Slots) -> str:
     unknown = f"{slots.upstream} names no container of {spec.name}; run deploy again"
     return "\n".join([
         "set -eu",
-        _serving(slots),
+        read_serving(slots.upstream),
         f'[ -n "$serving" ] && {docker("inspect")} "$serving" >/dev/null 2>&1 || '
         f"{{ echo {shlex.quote(unknown)} >&2; exit 1; }}",
         run_inside(slots.proxy, slots.reload),
@@ -100,9 +100,9 @@ def settle(spec: ContainerSpec, slots: Slots) -> str:
     ])
 
 
-def _serving(slots: Slots) -> str:
-    """Set $serving to the container the upstream file names, empty when it names none."""
-    return f"serving=$(sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' {shlex.quote(slots.upstream)} 2>/dev/null || true)"
+def read_serving(upstream: str) -> str:
+    """Set $serving to the container the `upstream` file names, empty when it names none."""
+    return f"serving=$(sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' {shlex.quote(upstream)} 2>/dev/null || true)"
 
 
 def _retire(spec: ContainerSpec, slots: Slots, keep: str) -> str:
