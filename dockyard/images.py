@@ -23,6 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
 
+import certifi
 import docker
 import docker.errors
 
@@ -263,12 +264,16 @@ def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: 
 # A Dockerfile that fetches over HTTPS declares `ARG EXTRA_CA_CERTS` (see apps/flask-pip) to receive them.
 CA_CERTS_ARG = "EXTRA_CA_CERTS"
 CA_CERTS_DECLARED = re.compile(rf"^\s*ARG\s+{CA_CERTS_ARG}\b", re.MULTILINE | re.IGNORECASE)
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+# A build argument reaches the build as one environment variable, which Linux caps at 128 KiB.
+MAX_BUILD_ARG = 128 * 1024 - 1
 
 
 def build_args(base: str, files: Mapping[str, Path]) -> dict[str, str]:
     """Every build gets its base image. A Dockerfile that declares EXTRA_CA_CERTS also gets the CA certificates
     the operator trusts, so a build behind a TLS-inspecting proxy trusts it too: the PEM file
-    DOCKYARD_EXTRA_CA_CERTS names, else SSL_CERT_FILE (what OpenSSL tools already trust), else none."""
+    DOCKYARD_EXTRA_CA_CERTS names, else SSL_CERT_FILE (what OpenSSL tools already trust), else none. Only the
+    certificates pip does not trust already are passed: a system's whole bundle is too large for an argument."""
     args = {"BASE": base}
     dockerfile = files.get("Dockerfile")
     if dockerfile is None or not CA_CERTS_DECLARED.search(dockerfile.read_text(errors="replace")):
@@ -278,12 +283,21 @@ def build_args(base: str, files: Mapping[str, Path]) -> dict[str, str]:
         return args
     ca_file = os.environ[variable]
     try:
-        args[CA_CERTS_ARG] = Path(ca_file).read_text()
+        certificates = PEM_CERTIFICATE.findall(Path(ca_file).read_text())
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) else "not PEM text"
         raise ImageError(
             f"{variable}: cannot read {ca_file} ({reason}); name a PEM file of CA certificates, or unset it"
         ) from None
+    known = {"".join(c.split()) for c in PEM_CERTIFICATE.findall(Path(certifi.where()).read_text())}
+    extra = "".join(f"{c}\n" for c in certificates if "".join(c.split()) not in known)
+    if len(extra.encode()) > MAX_BUILD_ARG:
+        raise ImageError(
+            f"{variable}: {ca_file} holds {len(extra) // 1024} KiB of certificates pip does not already trust, more "
+            f"than a build argument carries; set DOCKYARD_EXTRA_CA_CERTS to a file of just your proxy's CA"
+        )
+    if extra:
+        args[CA_CERTS_ARG] = extra
     return args
 
 

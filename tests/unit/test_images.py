@@ -1,5 +1,8 @@
 """What an image build is given: its base, and the CA certificates the operator trusts when its Dockerfile asks."""
 
+from pathlib import Path
+
+import certifi
 import pytest
 
 from dockyard import images
@@ -51,3 +54,10 @@ def test_an_unreadable_ca_file_is_one_line(monkeypatch, context, tmp_path):
         f"SSL_CERT_FILE: cannot read {tmp_path}/absent.pem (No such file or directory); name a PEM file of "
         "CA certificates, or unset it"
     )
+
+
+def test_certificates_pip_trusts_already_are_left_out(monkeypatch, context, tmp_path):
+    public = images.PEM_CERTIFICATE.findall(Path(certifi.where()).read_text())[:3]
+    (tmp_path / "bundle.pem").write_text("\n".join([*public, PEM]))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "bundle.pem"))
+    assert images.build_args("b", context) == {"BASE": "b", "EXTRA_CA_CERTS": PEM}
