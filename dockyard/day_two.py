@@ -11,7 +11,7 @@ import shlex
 import threading
 from dataclasses import dataclass, replace
 
-from dockyard import facts
+from dockyard import app_secrets, facts
 from dockyard.commands import app as commands
 from dockyard.commands import switch
 from dockyard.contract import ROLE_LABEL, upstream_target
@@ -116,6 +116,7 @@ def logs(env: Env, lines: int, since: str | None, follow: bool) -> None:
     """The app's log from every app host, each line prefixed with the host's name; with `follow`, until
     interrupted."""
     records = env.hosts_with("app")
+    app_secrets.resolve(env)  # the app may print one: its values are hidden in what is shown
     width = max(len(r.name) for r in records)
     script = commands.logs(lines, since, follow)
     failures: list[DockyardError] = []
@@ -142,6 +143,7 @@ def run(env: Env, command: str, host: str | None = None) -> int:
     `host`); its output as it comes, and its exit status."""
     words = _words(command)
     record = env.hosts_with("app", host)[0]
+    app_secrets.resolve(env)  # the command may print one: its values are hidden in what is shown
     spec = app_role.container(env.inventory.services.app)
     with env.connect(record) as conn:
         return _follow(conn, commands.run(spec, words), env.out.say, check=False)
