@@ -139,9 +139,8 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
         **context, "inventory": target.inventory, "services": target.inventory.services, "host": target.host,
         "container": containers.container_document(container, spec.role, release), "role": spec.role,
     }
-    image_user = None
-    if any(f.image_user for f in spec.files):  # the user a container of the image runs as, read once
-        image_user = app_settings.image_user_id(images.image_user(resolved.local_ref or resolved.ref))
+    # the user a container of the image runs as owns the files it reads (its image is built here)
+    image_user = app_settings.image_user_id(built[image.name].user) if any(f.image_user for f in spec.files) else 0
     files = tuple(
         Rendered(
             f.dest,

@@ -51,6 +51,7 @@ class Built:
     ref: str
     image_id: str
     cached: bool
+    user: str = ""  # the user its containers run as (its USER; "" for root)
 
 
 @functools.cache
@@ -238,7 +239,7 @@ def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: 
     files = context_files(context, include)
     ref = f"dockyard/{name}:{tag or context_digest(files, base_id)}"
     try:
-        return Built(ref, client.images.get(ref).id, cached=True)
+        return _built(client.images.get(ref), ref, cached=True)
     except docker.errors.ImageNotFound:
         pass
     say(f"building {ref} from {context}")
@@ -258,7 +259,11 @@ def build(name: str, context: Path, base: str, say: Callable[[str], None], tag: 
                     log.append(line)
     except docker.errors.APIError as e:
         raise ImageError(f"building {name} failed: {_first_line(e)}") from None
-    return Built(ref, client.images.get(ref).id, cached=False)
+    return _built(client.images.get(ref), ref, cached=False)
+
+
+def _built(image, ref: str, cached: bool) -> Built:
+    return Built(ref, image.id, cached, image.attrs["Config"].get("User") or "")
 
 
 # A Dockerfile that fetches over HTTPS declares `ARG EXTRA_CA_CERTS` (see apps/flask-pip) to receive them.
@@ -299,14 +304,6 @@ def build_args(base: str, files: Mapping[str, Path]) -> dict[str, str]:
     if extra:
         args[CA_CERTS_ARG] = extra
     return args
-
-
-def image_user(ref: str) -> str:
-    """The user a container of the local image runs as (its `USER`; "" for root)."""
-    try:
-        return engine().images.get(ref).attrs["Config"].get("User") or ""
-    except docker.errors.ImageNotFound:
-        raise ImageError(f"no local image {ref}; build or pull it first (docker image ls lists them)") from None
 
 
 def image_size(ref: str) -> int:
