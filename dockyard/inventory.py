@@ -146,6 +146,7 @@ class App(Service):
     env: dict[str, str] = field(default_factory=dict)  # plain settings: name -> value
     secrets: dict[str, Secret] = field(default_factory=dict)  # name -> where its value comes from
     release_command: str | None = None  # run once per release in a one-off container of the new image
+    volumes: tuple[str, ...] = ()  # `volume:/path` or `/host/path:/path[:ro]`, in each of its containers
 
     def ports(self) -> dict[str, int]:
         return {}
@@ -435,6 +436,11 @@ def _app_settings(app: App, inventory_file: Path, fail) -> None:
             fail(key, f"env:{secret.ref} is not an environment variable name; use letters, digits and _")
         if secret.kind == "file" and resolve_path(secret.ref, inventory_file).is_dir():
             fail(key, f"file:{secret.ref} is a folder; name the file that holds the secret")
+    for i, volume in enumerate(app.volumes):
+        source, _, inside = volume.partition(":")
+        if not source or not inside.startswith("/"):
+            fail(f"services.app.volumes[{i}]", f"{volume!r} is not a mount; write NAME:/path/in/container (a named "
+                                                f"volume) or /path/on/host:/path/in/container")
     if app.release_command is not None:
         try:
             words = shlex.split(app.release_command)

@@ -37,6 +37,6 @@ def container(settings: App) -> ContainerSpec:
         health=Health(CONTAINER_PORT, settings.health_path),
         stop_timeout=STOP_GRACE,
         env=app_settings.container_env(settings),
-        volumes=app_settings.secret_mounts(settings),
+        volumes=(*settings.volumes, *app_settings.secret_mounts(settings)),
         env_file=app_settings.env_file(settings),
     )

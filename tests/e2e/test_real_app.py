@@ -27,6 +27,7 @@ API_TOKEN = "tok-5a1d0c3e-first"  # from the operator's environment
 DB_PASSWORD = "pw-8c2e7f41-ssm"  # from SSM
 SSM_PATH = "/acme/realapp/db-password"
 RELEASE = "flask --app app db-upgrade"
+DATA_VOLUME = "flask-pip-data"  # on the sandbox host, inside its own engine
 HISTORY = "/var/lib/dockyard/webhook/history.jsonl"
 LOAD_REQUESTS = 600
 SERVICES = {"registry", "mirror", "registry_ui", "proxy", "app", "webhook"}
@@ -74,6 +75,7 @@ def inventory(cloud: str, settings: str) -> str:
       API_TOKEN: env:ACME_API_TOKEN
       DATABASE_PASSWORD: ssm:{SSM_PATH}
     release_command: {RELEASE}
+    volumes: ["{DATA_VOLUME}:/srv/data"]  # the SQLite database the release command migrates
 aws:
   region: {fake_aws.REGION}
   endpoint_url: {cloud}

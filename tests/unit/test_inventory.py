@@ -353,3 +353,10 @@ def test_release_command_quotes_must_close(project):
 def test_release_command_is_not_empty(project):
     message = error(project, APP % "release_command: ' '")
     assert "services.app.release_command: is empty; give a command" in message
+
+
+def test_app_volumes_are_mounts(project):
+    inv = load(project, APP % 'volumes: ["data:/srv/data", "/srv/uploads:/srv/app/uploads:ro"]')
+    assert inv.services.app.volumes == ("data:/srv/data", "/srv/uploads:/srv/app/uploads:ro")
+    assert "services.app.volumes[0]: 'data' is not a mount; write NAME:/path/in/container" in error(
+        project, APP % 'volumes: ["data"]')
