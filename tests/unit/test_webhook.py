@@ -800,3 +800,13 @@ def test_a_redeploy_waits_for_the_lock_deploy_holds(tmp_path):
         assert not entered.wait(0.5)
     assert entered.wait(5)
     worker.join()
+
+
+def test_the_env_file_gives_the_new_container_its_secret_variables(tmp_path):
+    (tmp_path / "secrets.env").write_text("DATABASE_PASSWORD=pw=with=equals\nAPI_TOKEN=t\n")
+    secrets = redeploy.read_env_file(tmp_path / "secrets.env")
+    assert secrets == {"DATABASE_PASSWORD": "pw=with=equals", "API_TOKEN": "t"}
+    doc = {**containers.container_document(ContainerSpec("dockyard-app", env=(("A", "1"),)), "app")}
+    assert redeploy.create_args(doc, "img", {}, secrets)["environment"] == {"A": "1", **secrets}
+    with pytest.raises(redeploy.SpecError, match="secrets.env: unreadable"):
+        redeploy.read_env_file(tmp_path / "absent" / "secrets.env")
