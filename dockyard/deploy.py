@@ -63,9 +63,9 @@ def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = 
     """What each host should run, by host name: its roles declared, their images built once, files rendered."""
     roles = {r.name: [role for role in ROLES if role in r.roles and (only is None or role in only)] for r in records}
     # where images come from matters only to hosts with services; Docker alone needs no local engine
-    online = any(roles.values()) and images.resolve_source(env.inventory.images) == "online"
-    # read before any host is touched: a source that cannot be read stops the run here
+    # read before anything is built or any host touched: a source that cannot be read stops the run here
     secrets = app_secrets.resolve(env) if any("app" in r for r in roles.values()) else {}
+    online = any(roles.values()) and images.resolve_source(env.inventory.images) == "online"
     targets = [Target(env.inventory, record, online, secrets) for record in records]
     specs = {t.host.name: [MODULES[role].declare(t) for role in roles[t.host.name]] for t in targets}
     built = build_images(env, [s for host_specs in specs.values() for s in host_specs], online)
