@@ -160,6 +160,7 @@ def test_a_failing_release_command_switches_nothing_and_the_old_version_keeps_se
     before, page = serving(stack.project, ENV), stack.page()
     stack.inventory({**SETTINGS, "FAIL_MIGRATION": '"1"'})
     result = stack.invoke("deploy", check=False)
+    print(f"\n{result.stdout}{result.stderr}")
     assert result.returncode == 1
     assert "db-upgrade: failed on purpose (FAIL_MIGRATION=1); nothing was changed | release command failed " \
            f"(exit 1): nothing switched, {before} still serves" in result.stderr
@@ -206,7 +207,9 @@ def test_status_names_each_service_and_the_last_release(stack):
     assert app["version"].startswith("deploy-") and app["uptime_s"] >= 0
     assert host["upstream"] == f"{app['name']}:8000"
     assert host["last_release"]["trigger"]["source"] == "rollback"
-    assert "proxy upstream: dockyard-app-" in stack.invoke("status").stdout
+    shown = stack.invoke("status").stdout
+    print(f"\n{shown}")
+    assert "proxy upstream: dockyard-app-" in shown
 
 
 def test_exec_runs_in_a_new_container_with_the_apps_settings_and_returns_its_exit_code(stack):
