@@ -4,9 +4,9 @@ from pathlib import Path
 
 from invoke import Collection
 
-from dockyard.cli import app, deploy, hosts, images, proxy, registry, scan
+from dockyard.cli import DEFAULT_LOCK_TIMEOUT, app, deploy, hosts, images, proxy, registry, scan
 
-ns = Collection(hosts.provision, deploy.plan, hosts.teardown, app.status)
+ns = Collection(hosts.provision, deploy.plan, hosts.teardown, hosts.lock, app.status)
 ns.add_collection(Collection("deploy", deploy.deploy, *deploy.ROLE_TASKS))
 ns.add_collection(Collection("hosts", hosts.list_, hosts.forget))
 ns.add_collection(Collection("docker", deploy.docker_install))
@@ -21,5 +21,6 @@ ns.configure({
         "env": "sandbox",
         "inventory_dir": "inventory",
         "state_dir": ".dockyard",
+        "lock_timeout": DEFAULT_LOCK_TIMEOUT,
     }
 })

@@ -34,10 +34,13 @@ sys.path.insert(0, str(REPO))
 from bench import peers, uplink  # noqa: E402
 from dockyard import contract, deploy, front_door, images, release  # noqa: E402
 from dockyard.environment import Env  # noqa: E402
+from dockyard.lock import Claim  # noqa: E402
 from dockyard.report import Reporter  # noqa: E402
 from dockyard.spec import NETWORK, Target  # noqa: E402
 from dockyard.ssh import STATS  # noqa: E402
 from roles import MODULES, proxy  # noqa: E402
+
+CLAIM = Claim("bench", 300)  # the host lock each measured run takes, as the tasks do
 
 TARGETS = {
     "cold_deploy_seconds": 40.0,
@@ -148,7 +151,7 @@ def cold_and_noop(bench: Bench, results: Results) -> None:
     started = time.monotonic()
     env.provider.provision()
     provisioned = time.monotonic()
-    deploy.converge(env)
+    deploy.converge(env, CLAIM)
     finished = time.monotonic()
     results.add("cold_provision_seconds", provisioned - started, unit="s")
     results.add("cold_deploy_seconds", finished - provisioned, f"<= {TARGETS['cold_deploy_seconds']} s", "s")
@@ -158,7 +161,7 @@ def cold_and_noop(bench: Bench, results: Results) -> None:
     env = bench.env("bench")
     logins = accepted_logins(env)
     with counted() as noop:
-        deploy.converge(env)
+        deploy.converge(env, CLAIM)
     results.add("noop_seconds", noop["seconds"], f"<= {TARGETS['noop_seconds']} s", "s")
     results.add("noop_connections", noop["connections"], "1 per host")
     results.add("noop_connections_seen_by_sshd", accepted_logins(env) - logins, "1 per host")
@@ -204,7 +207,7 @@ def release_next_version(bench: Bench, env: Env) -> Released:
     trusted = ssl.create_default_context(cafile=front_door.export_ca(env, None))
     serving = ServingWatch(url, trusted, f"Version {version}")
     with counted() as pushed:
-        (outcome,) = release.release(env, tag, timeout=120)
+        (outcome,) = release.release(env, tag, 120, CLAIM)
     answer = urllib.request.urlopen(url, timeout=5, context=trusted)
     layers, config = changed_blobs(env, record, tag)
     return Released(pushed["seconds"], serving.seconds(), outcome.push_seconds, outcome.redeploy_seconds,
@@ -215,7 +218,7 @@ def deployed(bench: Bench) -> Env:
     """The bench's own environment, provisioned and converged: nothing to do when an earlier part stood it up."""
     env = bench.env("bench")
     env.provider.provision()
-    deploy.converge(env)
+    deploy.converge(env, CLAIM)
     return bench.env("bench")
 
 
@@ -241,7 +244,7 @@ def peers_side_by_side(bench: Bench, results: Results, runs: int) -> None:
     bench.inventory("peer", 1)
     theirs = bench.env("peer")
     theirs.provider.provision()
-    deploy.converge(theirs, only=())  # Docker alone: pyinfra deploys the rest
+    deploy.converge(theirs, CLAIM, only=())  # Docker alone: pyinfra deploys the rest
     folder = bench.root / "pyinfra"
     folder.mkdir()
     tools = [
@@ -284,9 +287,9 @@ def shaped_uplink(bench: Bench, results: Results) -> None:
     device = uplink.veth(record.provider["container"])
     with uplink.shaped(device, UPLINK_RATE):
         start, started = uplink.Counters.read(device), time.monotonic()
-        deploy.converge(env, only=())
+        deploy.converge(env, CLAIM, only=())
         docker, installed = uplink.Counters.read(device), time.monotonic()
-        deploy.converge(env)
+        deploy.converge(env, CLAIM)
         deployed, finished = uplink.Counters.read(device), time.monotonic()
         before_release = uplink.Counters.read(device)
         done = release_next_version(bench, env)
@@ -363,7 +366,7 @@ def fan_out(bench: Bench, results: Results) -> None:
         env = bench.env(name)
         env.provider.provision()
         started = time.monotonic()
-        deploy.converge(env)
+        deploy.converge(env, CLAIM)
         timings[hosts] = time.monotonic() - started
         results.add(f"fanout_deploy_{hosts}_hosts_seconds", timings[hosts], unit="s")
         teardown(env)

@@ -34,7 +34,15 @@ LISTENER_STATE_DIR = "/var/lib/dockyard-webhook"
 APP_SPEC_NAME = "container.json"
 APP_ENV_FILE_NAME = "secrets.env"  # the app's secrets exposed as environment variables, beside its document
 HISTORY_NAME = "history.jsonl"
-REPLACE_LOCK_NAME = "app.lock"
+
+# The host lock: every run that changes the host holds an exclusive `flock` on HOST_LOCK_NAME for its whole duration
+# (deploy through its SSH session, the listener around a redeploy), and whoever takes it writes HOLDER_NAME beside
+# it: who, from where, which task, since when (UTC) and the holder's pid, as one JSON object of HOLDER_FIELDS.
+HOST_LOCK_DIR = "/var/lib/dockyard/lock"
+LISTENER_LOCK_DIR = "/var/lib/dockyard-lock"  # where the listener mounts HOST_LOCK_DIR
+HOST_LOCK_NAME = "host.lock"
+HOLDER_NAME = "holder.json"
+HOLDER_FIELDS = {"who": str, "from": str, "task": str, "since": str, "pid": int}
 
 # Zero-downtime replacement: the app runs as `<name>-blue` or `<name>-green`, and the proxy serves the one the
 # upstream file names. The file is state, not config: deploy and the listener rewrite it on each switch, and Caddy

@@ -9,14 +9,17 @@ import datetime
 import json
 import shlex
 import threading
+import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
-from dockyard import app_secrets, facts
+from dockyard import app_secrets, facts, lock
 from dockyard.commands import app as commands
 from dockyard.commands import switch
 from dockyard.contract import ROLE_LABEL, upstream_target
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, RemoteFailed, StepFailed
+from dockyard.lock import Claim
 from dockyard.spec import Slots
 from dockyard.ssh import HostConnection
 from roles import app as app_role
@@ -198,28 +201,32 @@ def named_image(history: list[dict], tag: str) -> str | None:
     return None
 
 
-def rollback(env: Env, to: str | None) -> list[str]:
+def rollback(env: Env, to: str | None, claim: Claim) -> list[str]:
     """Switch the app on every app host back to the image that served before (or to the one tagged `to`), without
-    downtime, recorded in the audit log as a rollback. Every host is read and checked before any is changed."""
-    plans = []
-    for record in env.hosts_with("app"):
-        with env.connect(record) as conn:
-            sections = split(conn.run(commands.rollback_facts(), what="read the app's history"),
-                             commands.ROLLBACK_SECTIONS, record.name)
-        plans.append((record, *_rollback_target(record.name, sections, to)))
+    downtime, recorded in the audit log as a rollback. Every host is locked, read and checked before any is
+    changed."""
     settings = env.inventory.services.app
-    images = []
-    for record, serving, current, image in plans:
-        # deploy's bookkeeping is carried over, as the webhook does: deploy leaves a rolled back app alone until
-        # what it declares changes
-        spec = replace(app_role.container(settings), image=image)
-        script = switch.switch(spec, "app", serving.digest, Slots(app_role.CONTAINER_PORT), source=ROLLBACK,
-                               declared=serving.declared_image)
-        with env.connect(record) as conn:
+    with ExitStack() as stack:
+        plans = []
+        for record in env.hosts_with("app"):
+            conn = stack.enter_context(env.connect(record))
+            read = stack.enter_context(lock.held(conn, env.out, claim, commands.rollback_facts(),
+                                                 "read the app's history"))
+            plans.append((conn, *_rollback_target(record.name, split(read, commands.ROLLBACK_SECTIONS, record.name),
+                                                  to)))
+        images = []
+        for conn, serving, current, image in plans:
+            # deploy's bookkeeping is carried over, as the webhook does: deploy leaves a rolled back app alone until
+            # what it declares changes
+            spec = replace(app_role.container(settings), image=image)
+            script = switch.switch(spec, "app", serving.digest, Slots(app_role.CONTAINER_PORT), source=ROLLBACK,
+                                   declared=serving.declared_image)
+            started = time.monotonic()
             conn.run(script, what=f"roll the app back to {image}")
-        env.out.step(record.name, "app", "changed", f"rolled back to {image} (from {current})")
-        images.append(image)
-    return images
+            env.out.step(conn.record.name, "app", "changed", f"rolled back to {image} (from {current})",
+                         time.monotonic() - started)
+            images.append(image)
+        return images
 
 
 def _rollback_target(host: str, sections: dict[str, str], to: str | None) -> tuple[facts.Seen, str, str]:

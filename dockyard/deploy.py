@@ -14,13 +14,14 @@ from pathlib import Path
 
 import jinja2
 
-from dockyard import app_secrets, app_settings, facts, images
+from dockyard import app_secrets, app_settings, facts, images, lock
 from dockyard.commands import containers
 from dockyard.commands import facts as facts_command
 from dockyard.contract import PUSHED_TAG_PREFIX
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, ImageError
 from dockyard.inventory import ROLES
+from dockyard.lock import Claim
 from dockyard.plan import Plan, make_plan, plan_docker
 from dockyard.runner import Applier
 from dockyard.spec import Desired, Rendered, ResolvedImage, RoleSpec, Target
@@ -31,14 +32,15 @@ from roles import MODULES
 SECRETS = ("registry_http_secret", "webhook_token", "notify_token")
 
 
-def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = False) -> list[Plan]:
-    """Bring every host to what the inventory declares; `only` limits the roles (() = Docker alone)."""
+def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None) -> list[Plan]:
+    """Bring every host to what the inventory declares, holding each host's lock for `claim`; without a claim,
+    a dry run: read, plan and print, change nothing. `only` limits the roles (() = Docker alone)."""
     started = time.monotonic()
     records = env.hosts()
     desired = declare(env, records, only)
 
     def one_host(record):
-        return _converge_host(env, record, desired[record.name], dry_run)
+        return _converge_host(env, record, desired[record.name], claim)
 
     plans, failures = [], []
     with ThreadPoolExecutor(max_workers=len(records)) as pool:
@@ -53,7 +55,7 @@ def converge(env: Env, only: tuple[str, ...] | None = None, dry_run: bool = Fals
         raise DockyardError(
             f"{len(failures)} of {len(records)} hosts failed:\n" + "\n".join(f"  {h}: {e}" for h, e in failures)
         )
-    if not dry_run and not env.out.counts["changed"]:
+    if claim and not env.out.counts["changed"]:
         env.out.say(f"no changes ({time.monotonic() - started:.1f}s, {STATS.connections} SSH connection(s), "
                     f"{STATS.commands} remote command(s))")
     return plans
@@ -77,28 +79,47 @@ def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = 
 
 
 def read_facts(conn: HostConnection, desired: Sequence[Desired] = ()) -> facts.HostFacts:
-    """The host's facts in one round trip: its engine, and the files and containers `desired` declares."""
-    return facts.parse(facts_output(conn, desired), conn.where)
+    """The host's facts in one round trip, read only: its engine, and the files and containers `desired` declares."""
+    return facts.parse(conn.run(facts_script(conn, desired), what="read facts"), conn.where)
 
 
-def facts_output(conn: HostConnection, desired: Sequence[Desired] = ()) -> str:
-    """What the facts read prints, unparsed (tests/fixtures/facts/ holds recorded ones)."""
+def facts_script(conn: HostConnection, desired: Sequence[Desired] = (), start: bool = False) -> str:
+    """The facts read (tests/fixtures/facts/ holds recorded outputs); `start`: bring a stopped engine up first."""
     paths = [f.dest for want in desired for f in want.files]
     names = [name for want in desired for name in want.container_names]
-    return conn.run(facts_command.script(conn.record.user, paths, names), what="read facts")
+    return facts_command.script(conn.record.user, paths, names, start)
 
 
-def _converge_host(env: Env, record, desired: list[Desired], dry_run: bool) -> Plan:
+def _converge_host(env: Env, record, desired: list[Desired], claim: Claim | None) -> Plan:
     with env.connect(record) as conn:
-        seen = read_facts(conn, desired)
-        plan = make_plan(record.name, desired, seen, plan_docker(seen, env.inventory.docker, record.user))
-        if dry_run:
+        if claim is None:
+            plan = _plan(env, record, desired, read_facts(conn, desired))
             for role in plan.roles:
                 env.out.step(record.name, role.role, "change" if role.changed else "ok", role.summary)
+            for role in plan.unknown:
+                env.out.step(record.name, role, "unknown", "dockerd does not answer; deploy starts it, then plans this")
             return plan
-        with Applier(conn, env.out, env.inventory.services.registry.port) as applier:
-            applier.apply(plan)
+        with lock.held(conn, env.out, claim, facts_script(conn, desired, start=True), "read facts") as output:
+            seen = facts.parse(output, conn.where)
+            if seen.docker_woken:
+                how, seconds = seen.docker_woken
+                if how == "started":
+                    env.out.step(record.name, "dockerd", "changed", "was not answering: started it", seconds)
+                else:
+                    env.out.step(record.name, "dockerd", "ok", "was starting: waited until it answered", seconds)
+            plan = _plan(env, record, desired, seen)
+            with Applier(conn, env.out, env.inventory.services.registry.port) as applier:
+                applier.apply(plan)
+                if plan.unknown:  # half-configured packages kept the engine down: now it runs, read again
+                    seen = facts.parse(conn.run(facts_script(conn, desired, start=True), what="read facts"),
+                                       conn.where)
+                    plan = make_plan(record.name, desired, seen)
+                    applier.apply(plan)
     return plan
+
+
+def _plan(env: Env, record, desired: list[Desired], seen: facts.HostFacts) -> Plan:
+    return make_plan(record.name, desired, seen, plan_docker(seen, env.inventory.docker, record.user))
 
 
 def build_images(env: Env, specs: list[RoleSpec], online: bool) -> dict[str, images.Built]:
@@ -153,7 +174,7 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
         )
         for f in spec.files
     )
-    return Desired(spec.role, container, resolved, files, spec.lock, spec.reload, spec.slots)
+    return Desired(spec.role, container, resolved, files, spec.reload, spec.slots)
 
 
 def _templates(folder: Path) -> jinja2.Environment:

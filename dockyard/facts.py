@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from dockyard.commands.facts import SECTIONS
+from dockyard.commands.facts import ABSENT, RUNNING, SECTIONS, STOPPED
 from dockyard.contract import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, upstream_target
 from dockyard.errors import FactsError
 
@@ -114,8 +114,10 @@ class Seen:
 
 @dataclass(frozen=True)
 class HostFacts:
-    docker_version: str | None = None  # the daemon's; None while it does not answer
-    dockerd_installed: bool = False
+    docker: str = ABSENT  # absent | stopped (installed, not answering) | running
+    docker_version: str | None = None  # the daemon's, when it runs
+    # how this read got a stopped daemon to answer: ("started" or "waited" for a start under way, seconds)
+    docker_woken: tuple[str, int] | None = None
     packages_broken: bool = False  # dpkg holds half-configured packages (read while the daemon does not answer)
     systemd: bool = False
     docker_on_boot: bool = False
@@ -133,9 +135,11 @@ def parse(output: str, where: str) -> HostFacts:
     """The facts read's output as HostFacts; any other bytes raise FactsError naming `where`."""
     sections = _split(output, where)
     try:
+        docker, version, woken = _docker(sections["docker"])
         return HostFacts(
-            docker_version=sections["docker"].strip() or None,
-            dockerd_installed=bool(sections["dockerd"].strip()),
+            docker=docker,
+            docker_version=version,
+            docker_woken=woken,
             packages_broken=bool(sections["dpkg"].strip()),
             systemd=sections["init"].strip() == "systemd",
             docker_on_boot=sections["boot"].strip() == "enabled",
@@ -151,6 +155,20 @@ def parse(output: str, where: str) -> HostFacts:
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise FactsError(f"{where}: the facts read returned what it cannot parse ({type(e).__name__}: {e}); "
                          f"rerun, and if it persists run with DOCKYARD_DEBUG=1") from e
+
+
+def _docker(text: str) -> tuple[str, str | None, tuple[str, int] | None]:
+    """The docker section: `absent`, `stopped` or `running <version>`, then maybe `started|waited <seconds>`."""
+    first, *rest = text.splitlines() or [""]
+    state, _, version = first.partition(" ")
+    if state not in (ABSENT, STOPPED, RUNNING) or (state == RUNNING) != bool(version) or len(rest) > 1:
+        raise ValueError(f"docker section {text!r}")
+    if not rest:
+        return state, version or None, None
+    how, _, seconds = rest[0].partition(" ")
+    if how not in ("started", "waited"):
+        raise ValueError(f"docker section {text!r}")
+    return state, version or None, (how, int(seconds))
 
 
 def _split(output: str, where: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dockyard.commands import containers, engine, files, switch
+from dockyard.commands.facts import ABSENT, RUNNING, STOPPED
 from dockyard.contract import slot_names
 from dockyard.facts import HostFacts, Seen
 from dockyard.inventory import Docker
@@ -64,6 +65,8 @@ class RolePlan:
 class Plan:
     host: str
     roles: tuple[RolePlan, ...]
+    # roles left unplanned: their containers and images are unknown while an installed engine does not answer
+    unknown: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -79,9 +82,9 @@ def plan_docker(facts: HostFacts, settings: Docker, user: str) -> RolePlan:
         return RemoteStep("docker", action, target, reason, command)
 
     steps = []
-    if not facts.dockerd_installed or facts.packages_broken:
+    if facts.docker == ABSENT or facts.packages_broken:
         package = "docker.io" if settings.install == "apt" else "docker (convenience script)"
-        why = "packages half-configured" if facts.dockerd_installed else "not installed"
+        why = "not installed" if facts.docker == ABSENT else "packages half-configured"
         steps.append(step("install", package, why, engine.install_package(settings)))
     if not facts.docker_on_boot:
         steps.append(step("enable", f"dockerd at boot ({boot})", "not started at boot", engine.enable_at_boot(systemd)))
@@ -90,7 +93,7 @@ def plan_docker(facts: HostFacts, settings: Docker, user: str) -> RolePlan:
                           engine.guard_at_boot(systemd)))
     if not facts.loopback_guard:
         steps.append(step("guard", "127.0.0.0/8", "127.0.0.1 ports reachable from the network", engine.guard_now()))
-    if not facts.docker_version:
+    if facts.docker != RUNNING:
         steps.append(step("start", "dockerd", "not running", engine.start_now(systemd)))
         steps.append(step("wait", "dockerd", "answering", engine.wait_for_daemon(systemd)))
     if user != "root" and "docker" not in facts.groups:
@@ -99,7 +102,11 @@ def plan_docker(facts: HostFacts, settings: Docker, user: str) -> RolePlan:
 
 
 def make_plan(host: str, desired: list[Desired], facts: HostFacts, docker: RolePlan | None = None) -> Plan:
+    """`docker`'s steps, then each role's. A host without Docker has no containers; an engine installed but not
+    answering tells nothing of them, so no role is planned from it (deploy starts the engine before it reads)."""
     roles = [docker] if docker else []
+    if facts.docker == STOPPED:
+        return Plan(host, tuple(roles), unknown=tuple(want.role for want in desired))
     delivered: set[str] = set()  # refs an earlier role of this plan already brings
     for want in desired:
         roles.append(RolePlan(want.role, tuple(_role_steps(want, facts, delivered))))
@@ -165,14 +172,12 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     create = f"{containers.ensure_network(spec.network)}\n{containers.run_container(spec, want.role, want.digest)}"
     wait = RemoteStep(want.role, "wait", spec.name, "healthy", containers.wait_healthy(spec.name))
     if current is None:
-        yield RemoteStep(want.role, "run", spec.name, "missing", containers.locked(want.lock, create))
+        yield RemoteStep(want.role, "run", spec.name, "missing", create)
         yield wait
         return
     if reasons := changes(current):
-        yield RemoteStep(
-            want.role, "recreate", spec.name, ", ".join(reasons),
-            containers.locked(want.lock, f"{containers.remove_container(spec.name)}\n{create}"),
-        )
+        yield RemoteStep(want.role, "recreate", spec.name, ", ".join(reasons),
+                         f"{containers.remove_container(spec.name)}\n{create}")
         yield wait
     elif not current.running:
         yield RemoteStep(want.role, "start", spec.name, "stopped", containers.start_container(spec.name))
@@ -190,12 +195,11 @@ def _slot_steps(want: Desired, facts: HostFacts, changes: Callable[[Seen], list[
     leftovers = [n for n in slots.names(spec.name) if n in facts.containers and not (serving and n == serving.name)]
     if serving is None or (reasons := changes(serving)):
         reason = ", ".join(reasons) if serving else "no slot serves" if leftovers else "missing"
-        yield RemoteStep(want.role, "switch", spec.name, reason,
-                         containers.locked(want.lock, switch.switch(spec, want.role, want.digest, slots)))
+        yield RemoteStep(want.role, "switch", spec.name, reason, switch.switch(spec, want.role, want.digest, slots))
         return
     if not serving.running:
         yield RemoteStep(want.role, "start", serving.name, "stopped", containers.start_container(serving.name))
         yield RemoteStep(want.role, "wait", serving.name, "healthy", containers.wait_healthy(serving.name))
     if leftovers:
         yield RemoteStep(want.role, "settle", ", ".join(leftovers), "left by a switch cut short",
-                         containers.locked(want.lock, switch.settle(spec, slots)))
+                         switch.settle(spec, slots))

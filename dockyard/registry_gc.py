@@ -8,9 +8,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dockyard import lock
+from dockyard.commands.lock import STEP_SHELL
 from dockyard.commands.registry_gc import CONTAINER, gc_script
 from dockyard.environment import Env
 from dockyard.errors import StepFailed
+from dockyard.lock import Claim
 from dockyard.report import human_bytes
 
 SUMMARY = re.compile(r"^dockyard-gc before=(\d+) after=(\d+) deleted=(\d+) stopped=(\d+)$", re.M)
@@ -37,11 +40,12 @@ def parse_summary(stdout: str, where: str) -> GcResult:
     return GcResult(*(int(n) for n in match.groups()))
 
 
-def collect(env: Env, host: str | None = None) -> list[GcResult]:
-    """Collect on each registry host (or `host` alone), keeping untagged images where an index needs them."""
+def collect(env: Env, claim: Claim, host: str | None = None) -> list[GcResult]:
+    """Collect on each registry host (or `host` alone), holding its lock, keeping untagged images where an index
+    needs them."""
     results = []
     for record in env.hosts_with("registry", host):
-        with env.open_registry(record) as (conn, client):
+        with env.open_registry(record) as (conn, client), lock.held(conn, env.out, claim):
             index = client.find_index()
             if index:
                 env.out.say(
@@ -49,7 +53,8 @@ def collect(env: Env, host: str | None = None) -> list[GcResult]:
                     f"--delete-untagged would delete its platform images (distribution/distribution#3004)"
                 )
             env.out.say(f"{record.name}: stopping {CONTAINER} for garbage collection")
-            result = parse_summary(conn.run(gc_script(delete_untagged=index is None), what="registry gc"), conn.where)
+            script = gc_script(delete_untagged=index is None)
+            result = parse_summary(conn.run(script, what="registry gc", shell=STEP_SHELL), conn.where)
         env.out.say(
             f"{record.name}: freed {human_bytes(result.bytes_freed)} ({result.bytes_freed} bytes, "
             f"{result.blobs_deleted} blobs); volume {human_bytes(result.bytes_before)} -> "

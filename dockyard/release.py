@@ -1,7 +1,8 @@
 """Release the app: build it, push it through the tunnel, and wait for the webhook's redeploy.
 
 The push alone triggers the redeploy: the private registry notifies the webhook listener on the host.
-This side only watches the listener's audit log for the outcome.
+This side only watches the listener's audit log for the outcome. It holds the host lock while it pushes and lets go
+before it waits: the listener takes the lock itself for the redeploy.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard import images, transfer
+from dockyard import images, lock, transfer
 from dockyard.commands import containers, history
 from dockyard.contract import PUSHED_TAG_PREFIX
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, StepFailed
+from dockyard.lock import Claim
 from dockyard.ssh import HostConnection
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -52,7 +54,7 @@ def release_tag(version: str | None, root: Path) -> str:
     return tag
 
 
-def release(env: Env, version: str | None, timeout: float) -> list[Outcome]:
+def release(env: Env, version: str | None, timeout: float, claim: Claim) -> list[Outcome]:
     tag = release_tag(version, env.root)
     hosts = env.hosts_with("app")
     for record in hosts:
@@ -67,16 +69,16 @@ def release(env: Env, version: str | None, timeout: float) -> list[Outcome]:
         base = images.base_image(images.resolve_source(env.inventory.images), env.out.say)
         built = images.build("app", env.root / settings.source, base, env.out.say)
         return [
-            _release_to(env, conn, n, built.ref, f"{settings.repository}:{tag}", timeout)
+            _release_to(env, conn, n, built.ref, f"{settings.repository}:{tag}", timeout, claim)
             for conn, n in zip(conns, seen, strict=True)
         ]
 
 
 def _release_to(env: Env, conn: HostConnection, seen: int, local_ref: str, repository: str,
-                timeout: float) -> Outcome:
+                timeout: float, claim: Claim) -> Outcome:
     name, tag = conn.record.name, repository.rsplit(":", 1)[1]
     started = time.monotonic()
-    with conn.tunnel(env.inventory.services.registry.port) as port:
+    with lock.held(conn, env.out, claim), conn.tunnel(env.inventory.services.registry.port) as port:
         transfer.push(conn, env.out, port, local_ref, repository)
     pushed = time.monotonic()
     entry = _wait_for_entry(conn, seen, tag, timeout)

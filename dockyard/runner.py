@@ -1,4 +1,4 @@
-"""Turn a host's plan into executed steps over its one connection.
+"""Turn a host's plan into executed steps over its one connection, whose session holds the host lock.
 
 A role's remote steps go out as one `set -eu` script that echoes each step's index, so a failure names
 its step. Transfers (ship, push) run between scripts, on the same connection.
@@ -10,6 +10,7 @@ import time
 from contextlib import ExitStack
 
 from dockyard import transfer
+from dockyard.commands.lock import STEP_SHELL
 from dockyard.errors import DockyardError, RemoteFailed
 from dockyard.plan import Plan, RemoteStep, RolePlan, Step, Transfer
 from dockyard.report import Reporter
@@ -79,7 +80,7 @@ class Applier:
 
     def _run(self, steps: list[RemoteStep]) -> None:
         try:
-            self.conn.run(script(steps), what=steps[0].role)
+            self.conn.run(script(steps), what=steps[0].role, shell=STEP_SHELL)
         except RemoteFailed as e:
             step = failed_step(steps, e.stdout)
             e.what = f"{step.role}: {step.action} {step.target}"

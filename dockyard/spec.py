@@ -98,7 +98,6 @@ class RoleSpec:
     image: Image
     container: ContainerSpec
     files: tuple[File, ...] = ()
-    lock: str | None = None  # a host file held while the container is replaced
     reload: tuple[str, ...] = ()  # run in the container to apply changed files; none: changed files recreate it
     slots: Slots | None = None
 
@@ -136,7 +135,6 @@ class Desired:
     container: ContainerSpec
     image: ResolvedImage
     files: tuple[Rendered, ...] = field(default=())
-    lock: str | None = None
     reload: tuple[str, ...] = ()
     slots: Slots | None = None
 

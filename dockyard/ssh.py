@@ -131,16 +131,19 @@ class HostConnection:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _privileged(self, command: str) -> str:
-        return command if self.record.user == "root" else f"sudo -n {command}"
+    def _privileged(self, command: str, keep: str = "") -> str:
+        """`command` as root; `keep` names environment variables sudo passes on."""
+        if self.record.user == "root":
+            return command
+        return f"sudo -n --preserve-env={keep} {command}" if keep else f"sudo -n {command}"
 
-    def run(self, script: str, what: str | None = None) -> str:
+    def run(self, script: str, what: str | None = None, shell: str = "sh -s") -> str:
         """Run a shell script as root in one round trip and return its stdout; `what` names it in a failure
-        (by default its first line).
+        (by default its first line); `shell` reads it from stdin.
 
         The script travels on stdin, not on the command line, so sudo's log never holds the files it writes.
         """
-        status, out, err = self._exec("sh -s", [script.encode()], lambda _: None)
+        status, out, err = self._exec(shell, [script.encode()], lambda _: None)
         if status != 0:
             first_line = script.strip().partition("\n")[0][:80]
             raise RemoteFailed(self.where, what or f"`{first_line}`", status, out, err)
@@ -165,6 +168,42 @@ class HostConnection:
                 channel.close()
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise ConnectError(f"{self.where}: connection lost ({_describe(e)})") from None
+
+    @contextmanager
+    def held(self, script: str, what: str, ready: str, on_line: Callable[[str], None]) -> Iterator[str]:
+        """Run a shell script as root and keep it running while the block runs: yields what it printed before the
+        line `ready` (each line also goes to `on_line` as it arrives); leaving the block closes its stdin, which the
+        script waits for, then waits until it has ended. A script that ends before `ready` raises RemoteFailed."""
+        self.open()
+        STATS.add(commands=1)
+        lines = []
+        try:
+            channel = self.connection.client.get_transport().open_session()
+            # SSH_CLIENT: where the session comes from, which the host lock records
+            channel.exec_command(self._privileged("sh -s", keep="SSH_CLIENT"))
+            channel.sendall(script.encode())
+            for raw in channel.makefile("rb"):
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line == ready:
+                    break
+                lines.append(line)
+                on_line(line)
+            else:
+                err = channel.makefile_stderr("rb").read().decode(errors="replace")
+                status = channel.recv_exit_status()
+                channel.close()
+                raise RemoteFailed(self.where, what, status, "\n".join(lines), err)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise ConnectError(f"{self.where}: connection lost ({_describe(e)})") from None
+        try:
+            yield "\n".join(lines)
+        finally:
+            try:
+                channel.shutdown_write()
+                channel.recv_exit_status()
+            except (paramiko.SSHException, OSError, EOFError):
+                pass  # the connection is gone, and the host's end of the script with it
+            channel.close()
 
     def stream(self, command: str, chunks: Iterable[bytes], progress: Callable[[int], None]) -> str:
         """Run `command` as root with `chunks` as its stdin, without a temporary file on either side."""

@@ -11,9 +11,6 @@ CONTAINER_PORT = 8000
 STOP_GRACE = 10
 # The webhook starts the app's next slot from this file, so a redeploy keeps exactly what deploy declared.
 SPEC_FILE = f"{contract.HOST_APP_SPEC_DIR}/{contract.APP_SPEC_NAME}"
-# Deploy and the webhook listener both hold this lock while they switch the app, so they never do it at once;
-# it lives in the listener's own folder on the host, which the listener mounts.
-REPLACE_LOCK = f"{contract.HOST_LISTENER_DIR}/{contract.REPLACE_LOCK_NAME}"
 
 
 def declare(target: Target) -> RoleSpec:
@@ -23,7 +20,6 @@ def declare(target: Target) -> RoleSpec:
         image=Image("app", build=settings.source, repository=settings.repository),
         files=(File(SPEC_FILE, template="app/container.json.j2"),
                *app_settings.secret_files(settings, target.app_secrets)),
-        lock=REPLACE_LOCK,
         container=container(settings),
         slots=Slots(CONTAINER_PORT, release=app_settings.release_words(settings)),
     )

@@ -30,6 +30,8 @@ def declare(target: Target) -> RoleSpec:
                 f"{CONFIG}:{contract.LISTENER_CONFIG}:ro",
                 f"{contract.HOST_APP_SPEC_DIR}:{contract.LISTENER_APP_SPEC_DIR}:ro",
                 f"{contract.HOST_LISTENER_DIR}:{contract.LISTENER_STATE_DIR}",
+                # the host lock, which each redeploy holds as deploy does
+                f"{contract.HOST_LOCK_DIR}:{contract.LISTENER_LOCK_DIR}",
                 # it switches the proxy to the app's new slot by rewriting the upstream file
                 f"{contract.HOST_UPSTREAM_DIR}:{contract.LISTENER_UPSTREAM_DIR}",
             ),

@@ -15,9 +15,13 @@ from invoke.parser import ParserContext
 
 from dockyard.environment import Env
 from dockyard.errors import DockyardError
+from dockyard.lock import Claim
 
 ENV_HELP = {"env": "environment: inventory/<env>.yml, for every task on the command line (default: config "
                    "dockyard.env, else sandbox)"}
+DEFAULT_LOCK_TIMEOUT = 300
+LOCK_HELP = {"lock_timeout": f"seconds to wait for another run's host lock (default: config dockyard.lock_timeout, "
+                             f"else {DEFAULT_LOCK_TIMEOUT})"}
 
 
 def task(*args, **kwargs):
@@ -62,3 +66,13 @@ def open_env(c, env: str | None) -> Env:
     return Env.open(Path(config.root), env or config.env, config.inventory_dir, config.state_dir)
 
 
+
+
+def claim(c, task: str, lock_timeout: str | None) -> Claim:
+    """The host lock a changing task takes: `task` as the operator types it, the wait from --lock-timeout or config."""
+    seconds = c.config.dockyard.lock_timeout if lock_timeout is None else lock_timeout
+    try:
+        return Claim(task, int(seconds))
+    except ValueError:
+        raise DockyardError(f"--lock-timeout {seconds!r} is not a whole number of seconds; e.g. --lock-timeout 600"
+                            ) from None

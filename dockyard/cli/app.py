@@ -7,14 +7,15 @@ from invoke import Exit
 
 from dockyard import day_two, front_door, report
 from dockyard import release as releases
-from dockyard.cli import open_env, task
+from dockyard.cli import LOCK_HELP, claim, open_env, task
 from dockyard.errors import DockyardError
 
 
-@task(help={"version": "tag for the release (default: the git sha)", "timeout": "seconds to wait for it to serve"})
-def release(c, env=None, version=None, timeout=120):
+@task(help={"version": "tag for the release (default: the git sha)", "timeout": "seconds to wait for it to serve",
+            **LOCK_HELP})
+def release(c, env=None, version=None, timeout=120, lock_timeout=None):
     """Build the app, push it to the private registry, and wait until the new version serves."""
-    releases.release(open_env(c, env), version, float(timeout))
+    releases.release(open_env(c, env), version, float(timeout), claim(c, "app.release", lock_timeout))
 
 
 @task(help={"last": "how many entries to show"})
@@ -27,10 +28,10 @@ def history(c, env=None, last=20):
         report.history(env.out, record.name, entries)
 
 
-@task(help={"to": "the tag to go back to (default: the image that served before the current one)"})
-def rollback(c, env=None, to=None):
+@task(help={"to": "the tag to go back to (default: the image that served before the current one)", **LOCK_HELP})
+def rollback(c, env=None, to=None, lock_timeout=None):
     """Switch the app back to the previous image (or --to TAG) without downtime; recorded in app.history."""
-    day_two.rollback(open_env(c, env), to)
+    day_two.rollback(open_env(c, env), to, claim(c, "app.rollback", lock_timeout))
 
 
 @task(name="logs", help={"follow": "keep printing new lines until interrupted", "since": "only lines since then "

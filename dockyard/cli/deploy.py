@@ -2,15 +2,17 @@
 
 from dockyard import deploy as deployment
 from dockyard import front_door
-from dockyard.cli import open_env, task
+from dockyard.cli import LOCK_HELP, claim, open_env, task
 from dockyard.inventory import ROLES
 
+DRY_RUN_HELP = {"dry_run": "print what would change, change nothing (takes no lock)"}
 
-@task(name="all", default=True, help={"dry_run": "print what would change, change nothing"})
-def deploy(c, env=None, dry_run=False):
+
+@task(name="all", default=True, help={**DRY_RUN_HELP, **LOCK_HELP})
+def deploy(c, env=None, dry_run=False, lock_timeout=None):
     """Converge the whole stack on every host: registry, mirror, UI, proxy, app, webhook."""
     env = open_env(c, env)
-    deployment.converge(env, dry_run=dry_run)
+    deployment.converge(env, None if dry_run else claim(c, "deploy", lock_timeout))
     if not dry_run:
         print_services(env)
 
@@ -18,19 +20,21 @@ def deploy(c, env=None, dry_run=False):
 @task
 def plan(c, env=None):
     """Print what `deploy` would change, without changing it."""
-    deployment.converge(open_env(c, env), dry_run=True)
+    deployment.converge(open_env(c, env), None)
 
 
-@task(name="install")
-def docker_install(c, env=None):
+@task(name="install", help=LOCK_HELP)
+def docker_install(c, env=None, lock_timeout=None):
     """Install Docker on every host, start it now and at boot; one round trip when it is there."""
-    deployment.converge(open_env(c, env), only=())
+    deployment.converge(open_env(c, env), claim(c, "docker.install", lock_timeout), only=())
 
 
 def role_task(role: str):
-    @task(name=role, help={"dry_run": "print what would change, change nothing"})
-    def deploy_role(c, env=None, dry_run=False):
-        deployment.converge(open_env(c, env), only=(role,), dry_run=dry_run)
+    typed = f"deploy.{role.replace('_', '-')}"  # as Invoke spells the task
+
+    @task(name=role, help={**DRY_RUN_HELP, **LOCK_HELP})
+    def deploy_role(c, env=None, dry_run=False, lock_timeout=None):
+        deployment.converge(open_env(c, env), None if dry_run else claim(c, typed, lock_timeout), only=(role,))
 
     deploy_role.__doc__ = f"Converge only the {role} service."
     return deploy_role

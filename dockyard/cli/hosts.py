@@ -1,5 +1,6 @@
-"""provision, teardown, hosts.*: where the environment's hosts come from and how to reach them."""
+"""provision, teardown, lock, hosts.*: where the environment's hosts come from, how to reach them, who changes them."""
 
+from dockyard import lock as host_lock
 from dockyard.cli import open_env, task
 from dockyard.report import confirm
 
@@ -22,6 +23,17 @@ def teardown(c, env=None, yes=False):
     env.provider.teardown(yes=True)
     env.state.clear()
     env.out.say(f"environment {env.name} is gone; state {env.state.dir} removed")
+
+
+@task
+def lock(c, env=None):
+    """Show each host's lock: free, or who holds it, from where, for which task and since when."""
+    env = open_env(c, env)
+    rows = []
+    for record in env.hosts():
+        with env.connect(record) as conn:
+            rows.append((record.name, host_lock.holder(conn) or "free"))
+    env.out.table(("host", "lock"), rows)
 
 
 @task(name="list", default=True)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 
-from dockyard import registry_gc, report
-from dockyard.cli import open_env, task
+from dockyard import lock, registry_gc, report
+from dockyard.cli import LOCK_HELP, claim, open_env, task
 from dockyard.environment import Env
 from dockyard.errors import DockyardError
+from dockyard.lock import Claim
 from dockyard.registry_api import RegistryClient
 from dockyard.report import Reporter, confirm
 from dockyard.state import HostRecord
@@ -35,18 +37,19 @@ def tags(c, repository, env=None, host=None):
     each_registry(env, host, lambda client: report.tags(env.out, repository, client.describe_all(repository)))
 
 
-@task(help={"reference": "REPOSITORY:TAG to delete", "yes": "do not ask for confirmation", **HOST_HELP})
-def rm(c, reference, env=None, host=None, yes=False):
+@task(help={"reference": "REPOSITORY:TAG to delete", "yes": "do not ask for confirmation", **HOST_HELP, **LOCK_HELP})
+def rm(c, reference, env=None, host=None, yes=False, lock_timeout=None):
     """Delete a tag's manifest (with every tag sharing its digest); `registry.gc` frees the space."""
     env = open_env(c, env)
     repository, tag = split_reference(reference)
-    each_registry(env, host, lambda client: remove_tag(env.out, client, repository, tag, yes))
+    each_registry(env, host, lambda client: remove_tag(env.out, client, repository, tag, yes),
+                  claim(c, "registry.rm", lock_timeout))
 
 
-@task(help=HOST_HELP)
-def gc(c, env=None, host=None):
+@task(help={**HOST_HELP, **LOCK_HELP})
+def gc(c, env=None, host=None, lock_timeout=None):
     """Collect unreferenced blobs: the registry stops meanwhile, then comes back healthy."""
-    registry_gc.collect(open_env(c, env), host)
+    registry_gc.collect(open_env(c, env), claim(c, "registry.gc", lock_timeout), host)
 
 
 @task(help={
@@ -85,13 +88,16 @@ def _hold(out: Reporter, record: HostRecord, rows: list[tuple[str, ...]]) -> Non
         out.say("tunnels closed")
 
 
-def each_registry(env: Env, host: str | None, work: Callable[[RegistryClient], None]) -> None:
-    """Run `work` against each registry host's API."""
+def each_registry(env: Env, host: str | None, work: Callable[[RegistryClient], None],
+                  claim: Claim | None = None) -> None:
+    """Run `work` against each registry host's API, holding the host's lock for `claim` if it changes the registry."""
     records = env.hosts_with("registry", host)
     for record in records:
         if len(records) > 1:
             env.out.say(f"{record.name}:")
-        with env.open_registry(record) as (_, client):
+        with env.open_registry(record) as (conn, client), ExitStack() as stack:
+            if claim:
+                stack.enter_context(lock.held(conn, env.out, claim))
             work(client)
 
 

@@ -4,7 +4,6 @@ tag and load images."""
 from __future__ import annotations
 
 import shlex
-from pathlib import PurePosixPath
 
 from dockyard.commands import docker
 from dockyard.contract import DOCKER_STOP_TIMEOUT, IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL
@@ -80,14 +79,6 @@ def one_off(spec: ContainerSpec, name: str, command: tuple[str, ...], image: str
         f"{remove_container(name)} 2>/dev/null || true\n{docker('run', '--rm', '--name', name, *args)} "
         f"{image or shlex.quote(spec.image)} {shlex.join(command)}"
     )
-
-
-def locked(lock: str | None, command: str) -> str:
-    """Run `command` holding the `flock` on `lock`, when there is one."""
-    if lock is None:
-        return command
-    folder = str(PurePosixPath(lock).parent)
-    return f"mkdir -p {shlex.quote(folder)} && flock {shlex.quote(lock)} sh -c {shlex.quote(command)}"
 
 
 def remove_container(name: str) -> str:

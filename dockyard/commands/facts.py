@@ -1,29 +1,45 @@
 """The one round trip that reads everything a plan needs: sections marked `::name`, closed by `::end`.
 
 Add a fact by adding a section here (and to `dockyard.facts.parse`), never a second command.
+
+The engine is `absent` (no dockerd), `stopped` (installed, not answering) or `running <version>`. A read that may
+start it (deploy's, under the host lock) brings a stopped engine up first, waits for it, and only then reads the
+containers; it fails with one line naming dockerd's log if the engine does not answer in time. Half-configured
+packages (an interrupted install) are left alone: the plan finishes the install first.
 """
 
 from __future__ import annotations
 
 import shlex
 
-from dockyard.commands.engine import DOCKERD_MARK, GUARD_MARK, GUARD_UNIT, LOOPBACK_GUARD
+from dockyard.commands.engine import DOCKERD_MARK, GUARD_MARK, GUARD_UNIT, LOOPBACK_GUARD, START_DOCKERD
+from dockyard.commands.lock import LOCK_FD
 from dockyard.contract import HOST_UPSTREAM_FILE, ROLE_LABEL
 
 SECTIONS = (
-    "docker", "dockerd", "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files",
+    "docker", "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files",
     "owners", "upstream",
+)
+ABSENT, STOPPED, RUNNING = "absent", "stopped", "running"
+DAEMON_WAIT = 60  # seconds a read that starts the engine waits for it to answer
+ENGINE_STATE = (
+    f"docker_state() {{ if ! command -v dockerd >/dev/null; then echo {ABSENT}; "
+    f"elif v=$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null); then echo \"{RUNNING} $v\"; "
+    f"else echo {STOPPED}; fi; }}"
 )
 
 
-def script(user: str, paths: list[str], names: list[str]) -> str:
-    """`paths`: the files whose hashes to read; `names`: containers to inspect even without dockyard's labels."""
+def script(user: str, paths: list[str], names: list[str], start: bool = False) -> str:
+    """`paths`: the files whose hashes to read; `names`: containers to inspect even without dockyard's labels;
+    `start`: bring a stopped engine up before reading (deploy), or only look (plan)."""
     files = " ".join(shlex.quote(p) for p in sorted(paths)) or "/dev/null"
     by_name = " ".join("--filter " + shlex.quote(f"name=^/{n}$") for n in sorted(names))
     ids = f"docker ps -aq --filter label={ROLE_LABEL}" + (f"; docker ps -aq {by_name}" if names else "")
-    return f"""echo ::docker; v=$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || true); echo "$v"
-echo ::dockerd; command -v dockerd || true
-echo ::dpkg; [ -n "$v" ] || dpkg --audit 2>/dev/null || true
+    return f"""{ENGINE_STATE}
+state=$(docker_state); woke=; audit=
+case $state in {RUNNING}*) ;; *) audit=$(dpkg --audit 2>/dev/null) ;; esac
+{_start() if start else ""}echo ::docker; echo "$state"; [ -z "$woke" ] || echo "$woke"
+echo ::dpkg; [ -z "$audit" ] || echo "$audit"
 echo ::init; [ -d /run/systemd/system ] && echo systemd || true
 echo ::boot; {_enabled_at_boot("docker", DOCKERD_MARK)}
 echo ::guard; iptables -t raw -C {LOOPBACK_GUARD} 2>/dev/null && echo present || true
@@ -35,6 +51,28 @@ echo ::files; sha256sum {files} 2>/dev/null || true
 echo ::owners; stat -c '%u %n' {files} 2>/dev/null || true
 echo ::upstream; cat {HOST_UPSTREAM_FILE} 2>/dev/null || true
 echo ::end"""
+
+
+def _start() -> str:
+    """Bring a stopped engine up, unless dpkg is mid-install: systemd starts it (or joins the start under way);
+    without systemd, dockyard starts dockerd unless a dockerd is already starting (at boot, from rc.local). Then wait,
+    bounded. `woke` says how it came up and after how many seconds. dockerd must not inherit the host lock."""
+    return f"""if [ "$state" = {STOPPED} ] && [ -z "$audit" ]; then
+  if [ -d /run/systemd/system ]; then
+    log='`journalctl -u docker`'; how=started; [ "$(systemctl is-active docker)" != activating ] || how=waited
+    systemctl start --no-block docker
+  else
+    log=/var/log/dockerd.log; how=waited
+    pgrep -x dockerd >/dev/null || {{ how=started; {START_DOCKERD} {LOCK_FD}>&-; }}
+  fi
+  t0=$(date +%s); until state=$(docker_state); [ "$state" != {STOPPED} ]; do
+    [ $(($(date +%s) - t0)) -lt {DAEMON_WAIT} ] ||
+      {{ echo "dockerd did not answer within {DAEMON_WAIT}s; see $log" >&2; exit 1; }}
+    sleep 1
+  done
+  woke="$how $(($(date +%s) - t0))"
+fi
+"""
 
 
 def _enabled_at_boot(unit: str, rc_local_mark: str) -> str:

@@ -4,15 +4,18 @@ It holds the Docker socket, which is root on the host, so it exposes three route
   POST /hooks/<hub_token>   Docker Hub webhooks (the token is the URL's secret)
   POST /registry/events     the private registry's notifications (Authorization: Bearer <registry_token>)
   GET  /healthz             Docker's health check
-Redeploys run one at a time on a single worker; each is appended to history.jsonl.
+Redeploys run one at a time on a single worker, each holding the host lock that deploy takes too; each is appended
+to history.jsonl.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hmac
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -21,6 +24,8 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from http.client import HTTPException
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,11 +49,13 @@ from triggers import (
 from dockyard.contract import (
     APP_SPEC_NAME,
     HISTORY_NAME,
+    HOLDER_NAME,
+    HOST_LOCK_NAME,
     LISTENER_APP_SPEC_DIR,
     LISTENER_CONFIG,
+    LISTENER_LOCK_DIR,
     LISTENER_STATE_DIR,
     LISTENER_UPSTREAM_DIR,
-    REPLACE_LOCK_NAME,
     UPSTREAM_NAME,
 )
 
@@ -56,7 +63,6 @@ PORT = 9000
 CONFIG_PATH = Path(LISTENER_CONFIG)
 APP_SPEC_PATH = Path(LISTENER_APP_SPEC_DIR, APP_SPEC_NAME)
 HISTORY_PATH = Path(LISTENER_STATE_DIR, HISTORY_NAME)
-REPLACE_LOCK = Path(LISTENER_STATE_DIR, REPLACE_LOCK_NAME)
 UPSTREAM_PATH = Path(LISTENER_UPSTREAM_DIR, UPSTREAM_NAME)
 HUB_PREFIX = "/hooks/"
 REGISTRY_PATH = "/registry/events"
@@ -66,6 +72,8 @@ MAX_CONNECTIONS = 32  # beyond this, new connections are closed at once
 READ_TIMEOUT = 10  # seconds a client may stall while sending a request
 LINGER_SECONDS = 2  # after refusing a body unread, how long to swallow it so the client still reads our answer
 CALLBACK_TIMEOUT = 10
+LOCK_TIMEOUT = 600  # seconds a redeploy waits for the host lock while a deploy holds it
+LOCK_POLL = 0.5
 HUB_MEDIA_TYPES = frozenset({"application/json"})
 
 log = logging.getLogger("dockyard-webhook")
@@ -127,13 +135,56 @@ def post_callback(url: str, state: str, description: str) -> str | None:
     return None
 
 
-class Service:
-    """Queues triggers and runs each redeploy: pull, switch, audit, call back."""
+class LockBusy(Exception):
+    """The host lock stayed held for the whole wait; str(e) names the holder."""
 
-    def __init__(self, config: Config, redeployer: Redeployer, history: Path):
+
+class HostLock:
+    """The host lock (contract.HOST_LOCK_NAME): deploy's SSH session holds it while deploy changes the host, and each
+    redeploy holds it too, writing itself down as the holder as deploy does."""
+
+    def __init__(self, folder: Path, timeout: float = LOCK_TIMEOUT):
+        self.folder, self.timeout = folder, timeout
+
+    @contextmanager
+    def held(self, task: str) -> Iterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / HOST_LOCK_NAME).open("a") as lock:
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockBusy(self._holder()) from None
+                    time.sleep(LOCK_POLL)
+            self._write_holder(task)
+            yield  # the lock goes with the file's closing
+
+    def _write_holder(self, task: str) -> None:
+        since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        draft = self.folder / f"{HOLDER_NAME}.new"
+        draft.write_text(json.dumps({"who": "dockyard-webhook", "from": "this host", "task": task, "since": since,
+                                     "pid": os.getpid()}) + "\n")
+        draft.replace(self.folder / HOLDER_NAME)
+
+    def _holder(self) -> str:
+        try:
+            doc = json.loads((self.folder / HOLDER_NAME).read_text())
+            return f"{doc['who']} from {doc['from']} ({doc['task']}, since {doc['since']})"
+        except (OSError, ValueError, TypeError, KeyError):
+            return "a holder that left no record"
+
+
+class Service:
+    """Queues triggers and runs each redeploy, holding the host lock: pull, switch, audit, call back."""
+
+    def __init__(self, config: Config, redeployer: Redeployer, history: Path, host_lock: HostLock):
         self.config = config
         self.redeployer = redeployer
         self.history = history
+        self.host_lock = host_lock
         self.queue: Coalescer[Trigger] = Coalescer(self.run)
 
     def submit(self, trigger: Trigger) -> None:
@@ -150,7 +201,11 @@ class Service:
         started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
         log.info("%s redeploying %s (%s push)", trigger.request_id, image, trigger.source)
         try:
-            outcome = self.redeployer.redeploy(image)
+            with self.host_lock.held(f"redeploy {image}"):
+                outcome = self.redeployer.redeploy(image)
+        except LockBusy as busy:
+            outcome = Outcome("failure", f"not redeployed: the host lock stayed held by {busy} for "
+                                         f"{self.host_lock.timeout:g}s; push again once it is free", image)
         except Exception as e:  # a bug must still leave a line in the history
             log.exception("%s redeploy crashed", trigger.request_id)
             outcome = Outcome("failure", f"internal error: {e}", image)
@@ -363,8 +418,8 @@ def main() -> int:
     except docker.errors.DockerException as e:
         log.error("cannot reach the Docker engine (%s); mount /var/run/docker.sock", first_line(e))
         return 2
-    redeployer = Redeployer(client, APP_SPEC_PATH, UPSTREAM_PATH, config.proxy, config.health_timeout, REPLACE_LOCK)
-    service = Service(config, redeployer, HISTORY_PATH)
+    redeployer = Redeployer(client, APP_SPEC_PATH, UPSTREAM_PATH, config.proxy, config.health_timeout)
+    service = Service(config, redeployer, HISTORY_PATH, HostLock(Path(LISTENER_LOCK_DIR)))
     server = Listener(("0.0.0.0", PORT), config, service.submit)
     # serve_forever() runs in this thread, and shutdown() waits for it: call it from another.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

@@ -7,14 +7,12 @@ Only the Docker SDK touches the engine: nothing from a payload ever reaches a sh
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -131,31 +129,17 @@ class Redeployer:
     """Switches the app to a container of the pushed image, or leaves the one that serves serving."""
 
     def __init__(self, client: docker.DockerClient, spec_path: Path, upstream_path: Path, proxy: str,
-                 health_timeout: float, lock_path: Path | None = None, settle: float = SWITCH_SETTLE_SECONDS):
+                 health_timeout: float, settle: float = SWITCH_SETTLE_SECONDS):
         self.client = client
         self.spec_path = spec_path
         self.env_file_path = spec_path.with_name(APP_ENV_FILE_NAME)
         self.upstream_path = upstream_path
         self.proxy = proxy
         self.health_timeout = health_timeout
-        self.lock_path = lock_path
         self.settle = settle
 
     def redeploy(self, image: str) -> Outcome:
-        with self._locked():
-            return self._redeploy(image)
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Deploy takes the same lock on the host (contract.REPLACE_LOCK_NAME): never both replace the app."""
-        if self.lock_path is None:
-            yield
-            return
-        with self.lock_path.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
-    def _redeploy(self, image: str) -> Outcome:
+        """Switch the app to `image`; the caller holds the host lock."""
         try:
             doc = read_app_spec(self.spec_path)
             serving, port = read_upstream(self.upstream_path)

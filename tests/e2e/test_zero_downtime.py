@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from dockyard import deploy, images
-from dockyard.commands import containers, switch
+from dockyard.commands import switch
 from tests.conftest import SANDBOX_STACK
 from tests.e2e.helpers import (
     all_healthy,
@@ -116,12 +116,16 @@ def stack(module_project):
         module_project.invoke(ENV, "teardown", "--yes", check=False)
 
 
+HEALTHY = 'return {"status": "ok", "version": VERSION}'
+BROKEN = 'return {"status": "broken"}, 500'
+
+
 def set_app(stack: Stack, version: int, healthy: bool = True) -> None:
+    """The app's source at `version`, its health check passing or not (whatever an earlier test left)."""
     set_app_version(stack.project, version)
-    if not healthy:
-        app = stack.project.sources / "apps" / "flask-hello" / "app.py"
-        app.write_text(app.read_text().replace('return {"status": "ok", "version": VERSION}',
-                                               'return {"status": "broken"}, 500'))
+    app = stack.project.sources / "apps" / "flask-hello" / "app.py"
+    text = app.read_text()
+    app.write_text(text.replace(BROKEN, HEALTHY) if healthy else text.replace(HEALTHY, BROKEN))
 
 
 def wait_for_redeploy(stack: Stack, seen: int, tag: str) -> dict:
@@ -223,7 +227,7 @@ def cut_switch(stack: Stack, after: str) -> None:
     (want,) = [w for w in deploy.declare(env, [record(stack.project, ENV)])["web1"] if w.role == "app"]
     phases = switch.phases(want.container, want.role, want.digest, want.slots)
     done = [command for _, command in phases[: [name for name, _ in phases].index(after) + 1]]
-    host_run(stack.project, ENV, containers.locked(want.lock, "\n".join(["set -eu", *done])))
+    host_run(stack.project, ENV, "\n".join(["set -eu", *done]))
 
 
 def settles(stack: Stack, what: str) -> str:
@@ -262,9 +266,9 @@ def test_a_deploy_killed_mid_switch_converges_on_the_next_run(stack):
         wait_for("the new slot's container", new_slot_started, timeout=300, interval=0.1)
     finally:
         kill_group(process)
-    # its remote script outlives it until its next phase marker: wait until it has let go of the lock
+    # its remote script outlives it until its next phase marker, and the host lock with it
     wait_for("the killed run's switch to stop", lambda: host.exec_run(
-        ["flock", "-n", "/var/lib/dockyard/webhook/app.lock", "true"]).exit_code == 0, timeout=120)
+        ["flock", "-n", "/var/lib/dockyard/lock/host.lock", "true"]).exit_code == 0, timeout=120)
     left = {name: serving(stack.project, ENV) == name for name in app_containers(stack.project, ENV)}
     print(f"\nkilled as the new slot started; left: {left} (True: the upstream file names it)")
     stack.version = 6

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from dockyard import contract
-from dockyard.commands import containers, engine, facts, files, history, switch
+from dockyard.commands import containers, engine, facts, files, history, lock, switch
 from dockyard.inventory import Docker
 from dockyard.spec import ContainerSpec, Health, Rendered, Slots
 from roles.webhook import HISTORY_FILE
@@ -125,13 +125,84 @@ def test_the_guard_the_daemon_wait_and_the_docker_group():
 
 def test_the_facts_read_is_one_script_with_every_section_the_parser_reads():
     text = facts.script("ubuntu", ["/etc/b", "/etc/a b"], ["dockyard-app"])
-    marks = [line.split(";")[0].removeprefix("echo ::") for line in text.splitlines()]
+    marks = [line.split(";")[0].removeprefix("echo ::") for line in text.splitlines() if line.startswith("echo ::")]
     assert marks == [*facts.SECTIONS, "end"]
     assert "sha256sum '/etc/a b' /etc/b 2>/dev/null || true" in text
     # dockyard's containers by label, and the declared ones by name even if a hand run dropped the labels
     assert ("ids=$( (docker ps -aq --filter label=dockyard.role; docker ps -aq --filter 'name=^/dockyard-app$') "
             "2>/dev/null | sort -u)") in text
     assert "docker ps -aq --filter name" not in facts.script("ubuntu", [], [])
+
+
+ENGINE_STATE = (
+    "docker_state() { if ! command -v dockerd >/dev/null; then echo absent; elif v=$(docker version --format "
+    "'{{.Server.Version}}' 2>/dev/null); then echo \"running $v\"; else echo stopped; fi; }\n"
+    "state=$(docker_state); woke=; audit=\n"
+    "case $state in running*) ;; *) audit=$(dpkg --audit 2>/dev/null) ;; esac\n"
+)
+
+
+def test_a_plain_facts_read_only_looks_at_the_engine():
+    text = facts.script("ubuntu", [], [])
+    assert text.startswith(ENGINE_STATE + 'echo ::docker; echo "$state"; [ -z "$woke" ] || echo "$woke"\n'
+                                          'echo ::dpkg; [ -z "$audit" ] || echo "$audit"\n')
+
+
+def test_deploys_facts_read_brings_a_stopped_engine_up_before_it_reads_the_containers():
+    text = facts.script("ubuntu", [], [], start=True)
+    assert text.startswith(
+        ENGINE_STATE
+        + 'if [ "$state" = stopped ] && [ -z "$audit" ]; then\n'
+        "  if [ -d /run/systemd/system ]; then\n"
+        "    log='`journalctl -u docker`'; how=started; "
+        "[ \"$(systemctl is-active docker)\" != activating ] || how=waited\n"
+        "    systemctl start --no-block docker\n"
+        "  else\n"
+        "    log=/var/log/dockerd.log; how=waited\n"
+        "    pgrep -x dockerd >/dev/null || "
+        "{ how=started; (setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &) 9>&-; }\n"
+        "  fi\n"
+        '  t0=$(date +%s); until state=$(docker_state); [ "$state" != stopped ]; do\n'
+        "    [ $(($(date +%s) - t0)) -lt 60 ] ||\n"
+        '      { echo "dockerd did not answer within 60s; see $log" >&2; exit 1; }\n'
+        "    sleep 1\n"
+        "  done\n"
+        '  woke="$how $(($(date +%s) - t0))"\n'
+        "fi\n"
+        'echo ::docker; echo "$state"; [ -z "$woke" ] || echo "$woke"\n'
+    )
+    assert text.index("systemctl start") < text.index("echo ::containers")
+
+
+def test_the_host_lock_is_taken_recorded_and_held_until_stdin_closes():
+    assert lock.take("ops@laptop", "deploy.registry-ui", 4242, 300, "echo facts") == (
+        "mkdir -p /var/lib/dockyard/lock\n"
+        "exec 9>>/var/lib/dockyard/lock/host.lock\n"
+        "if ! flock -n 9; then\n"
+        "  printf '::waiting %s\\n' \"$(cat /var/lib/dockyard/lock/holder.json 2>/dev/null)\"\n"
+        "  flock -w 300 9 || { printf '::busy %s\\n' \"$(cat /var/lib/dockyard/lock/holder.json 2>/dev/null)\"; "
+        "exit 75; }\n"
+        "fi\n"
+        "printf '{\"who\": %s, \"task\": %s, \"pid\": 4242, \"from\": \"%s\", \"since\": \"%s\"}\\n' "
+        "'\"ops@laptop\"' '\"deploy.registry-ui\"' \"${SSH_CLIENT%% *}\" \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" "
+        "> /var/lib/dockyard/lock/holder.json.new\n"
+        "mv /var/lib/dockyard/lock/holder.json.new /var/lib/dockyard/lock/holder.json\n"
+        "echo ::locked\n"
+        "echo facts\n"
+        "echo ::held\n"
+        "cat >/dev/null\n"
+        "flock /var/lib/dockyard/lock/run.lock true"
+    )
+    # a name that is not plain text reaches the holder file as a JSON string, never as shell
+    assert """'"o'"'"'p"' '"x\\""'""" in lock.take("o'p", 'x"', 1, 1)
+
+
+def test_looking_at_the_lock_takes_nothing_and_steps_run_under_the_run_lock():
+    assert lock.status() == (
+        "if [ -e /var/lib/dockyard/lock/host.lock ] && ! flock -n /var/lib/dockyard/lock/host.lock true; then "
+        "printf '::busy %s\\n' \"$(cat /var/lib/dockyard/lock/holder.json 2>/dev/null)\"; else echo ::free; fi"
+    )
+    assert lock.STEP_SHELL == "flock --shared --close /var/lib/dockyard/lock/run.lock sh -s"
 
 
 APP = ContainerSpec(name="dockyard-app", image="reg/app:2", health=Health(8000, "/healthz"), stop_timeout=12)

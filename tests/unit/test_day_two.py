@@ -97,8 +97,8 @@ def ran(monkeypatch) -> list[str]:
 
 def test_rollback_with_no_earlier_image_is_one_line_and_changes_nothing(static, project, ran):  # noqa: F811
     history = json.dumps(entry("deploy", "", V1))
-    static(web1=(["proxy", "app"], [("echo ::serving", (0, f"::serving\n{inspected(V1)}\n::history\n{history}\n"
-                                                            f"::end\n", ""))]))
+    static(web1=(["proxy", "app"], [("echo ::serving", (0, f"::locked\n::serving\n{inspected(V1)}\n::history\n"
+                                                            f"{history}\n::end\n::held\n", ""))]))
     assert one_error_line(run_task(project, app.rollback)) == (
         f"error: web1: the app's history holds no image earlier than {V1}, so there is nothing to roll back to; "
         "name one with --to TAG")
@@ -107,8 +107,8 @@ def test_rollback_with_no_earlier_image_is_one_line_and_changes_nothing(static, 
 
 def test_rollback_to_an_unknown_tag_is_one_line(static, project, ran):  # noqa: F811
     history = json.dumps(entry("webhook", V1, V2))
-    static(web1=(["proxy", "app"], [("echo ::serving", (0, f"::serving\n{inspected(V2)}\n::history\n{history}\n"
-                                                            f"::end\n", ""))]))
+    static(web1=(["proxy", "app"], [("echo ::serving", (0, f"::locked\n::serving\n{inspected(V2)}\n::history\n"
+                                                            f"{history}\n::end\n::held\n", ""))]))
     assert one_error_line(run_task(project, app.rollback, to="v7")) == (
         "error: web1: no image tagged v7 in the app's history; `invoke app.history` lists them")
     assert len(ran) == 1

@@ -6,6 +6,7 @@ import pytest
 
 from dockyard import deploy
 from dockyard.errors import ConnectError, DockyardError
+from dockyard.lock import Claim
 
 
 def closed_port() -> int:
@@ -30,7 +31,7 @@ def two_unreachable_hosts(project, tmp_path):
 
 def test_every_failed_host_is_reported_in_one_error(two_unreachable_hosts):
     with pytest.raises(DockyardError) as caught:
-        deploy.converge(two_unreachable_hosts)
+        deploy.converge(two_unreachable_hosts, Claim("deploy", 1))
     lines = str(caught.value).splitlines()
     assert lines[0] == "2 of 2 hosts failed:"
     assert lines[1].startswith("  web1: web1 (ubuntu@127.0.0.1:") and "connection refused" in lines[1]
@@ -45,7 +46,7 @@ def test_one_failed_host_is_one_line(two_unreachable_hosts, project, tmp_path):
           web1: {{address: 127.0.0.1, port: {closed_port()}, key: {key}, roles: []}}
         """)
     with pytest.raises(ConnectError, match=r"^web1 \(ubuntu@127.0.0.1:\d+\): connection refused; check the host"):
-        deploy.converge(project.env("t-down"))
+        deploy.converge(project.env("t-down"), Claim("deploy", 1))
 
 
 def test_the_command_line_prints_one_error_line_and_no_traceback(two_unreachable_hosts, project):

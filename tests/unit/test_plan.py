@@ -1,7 +1,6 @@
 """Declare and plan, with no SSH: exact steps from data, against facts recorded on a real host."""
 
 import json
-import shlex
 from dataclasses import replace
 
 import pytest
@@ -146,6 +145,18 @@ def test_only_the_missing_pieces_of_docker_are_planned():
     for case, expected in cases.items():
         planned = plan_docker(hosts[case], Docker(), "ubuntu").steps
         assert [(s.action, s.target, s.reason) for s in planned] == expected, case
+
+
+def test_an_engine_that_does_not_answer_gets_started_and_no_service_is_planned_from_it():
+    for seen in (recorded("docker-stopped.txt"), replace(recorded("docker-stopped.txt"), packages_broken=True)):
+        plan = make_plan("web1", desired(), seen, plan_docker(seen, Docker(), "ubuntu"))
+        assert [r.role for r in plan.roles] == ["docker"]
+        assert [s.action for s in plan.roles[0].steps][-2:] == ["start", "wait"]
+        assert plan.unknown == inventory.ROLES
+    # once it answers, deploy's own read sees the stack: nothing to install, start or run
+    wants = desired()
+    started = converged(wants, recorded("docker-started.txt"))
+    assert steps(make_plan("web1", wants, started, plan_docker(started, Docker(), "ubuntu"))) == []
 
 
 def test_each_piece_of_docker_is_its_command():
@@ -324,18 +335,6 @@ def test_a_role_plan_becomes_one_script_between_transfers():
         "registry", "ship", "dockyard/registry:abc123", "dockyard/registry:abc123", "missing on host")
 
 
-def test_the_app_is_switched_holding_the_lock_the_webhook_takes():
-    seen = converged(desired())
-    seen.containers["dockyard-app-blue"] = replace(seen.containers["dockyard-app-blue"], digest="older")
-    (switch,) = make_plan("web1", desired(), seen).roles[4].steps
-    assert (switch.action, switch.reason) == ("switch", "spec")
-    assert switch.command.startswith(
-        "mkdir -p /var/lib/dockyard/webhook && flock /var/lib/dockyard/webhook/app.lock sh -c 'set -eu\n"
-    )
-    registry = make_plan("web1", desired(), recorded("fresh-host.txt")).roles[0].steps
-    assert not any("flock" in s.command for s in registry if isinstance(s, RemoteStep))
-
-
 def slot_host(serving: str, *present: str, running: bool = True) -> facts.HostFacts:
     """The converged stack with the app as containers `present` (the recorded blue one under each name), and the
     upstream file naming `serving`."""
@@ -379,14 +378,17 @@ def test_no_slot_serving_is_a_switch():
     assert app_steps(slot_host("", )) == [("switch", "dockyard-app", "missing")]
 
 
-def test_the_switch_and_the_settling_are_the_commands_module_s_under_the_lock():
+def test_the_switch_and_the_settling_are_the_commands_module_s():
+    """No lock of their own: they run inside deploy's run, which holds the host lock the webhook takes too."""
     want = next(w for w in desired() if w.role == "app")
-    lock = "mkdir -p /var/lib/dockyard/webhook && flock /var/lib/dockyard/webhook/app.lock sh -c "
     host = slot_host("dockyard-app-green", "dockyard-app-blue", "dockyard-app-green")
     (settle,) = make_plan("web1", desired(), host).roles[4].steps
-    assert settle.command == lock + shlex.quote(switch.settle(want.container, want.slots))
-    (moved,) = make_plan("web1", desired(), slot_host("")).roles[4].steps
-    assert moved.command == lock + shlex.quote(switch.switch(want.container, "app", want.digest, want.slots))
+    assert settle.command == switch.settle(want.container, want.slots)
+    seen = converged(desired())
+    seen.containers["dockyard-app-blue"] = replace(seen.containers["dockyard-app-blue"], digest="older")
+    (moved,) = make_plan("web1", desired(), seen).roles[4].steps
+    assert (moved.action, moved.reason) == ("switch", "spec")
+    assert moved.command == switch.switch(want.container, "app", want.digest, want.slots)
 
 
 def test_a_changed_caddyfile_reloads_the_proxy_and_drift_still_recreates_it():

@@ -16,14 +16,18 @@ from pathlib import Path
 import invoke
 import pytest
 
-from dockyard.cli import app, deploy, registry, scan
+from dockyard import lock
+from dockyard.cli import DEFAULT_LOCK_TIMEOUT, app, deploy, registry, scan
+from dockyard.commands.lock import BUSY
 from dockyard.environment import Env
+from dockyard.errors import RemoteFailed
 from dockyard.ssh import HostConnection
 from dockyard.state import HostRecord
 from tests.conftest import REPO
 
 FACTS = REPO / "tests/fixtures/facts"
 NO_SUDO = (1, "", "sudo: a password is required\n")
+LOCKED = ("flock -w", (0, "::locked\n::held\n", ""))  # the host lock, taken at once
 
 
 class ScriptedHost(HostConnection):
@@ -46,6 +50,19 @@ class ScriptedHost(HostConnection):
         for text in (out + err).splitlines():
             line(text)
         return status
+
+    @contextmanager
+    def held(self, script, what, ready, on_line):
+        status, out, err = self._exec("sh -s", [script.encode()], None)
+        printed = []
+        for line in out.splitlines():
+            if line == ready:
+                break
+            printed.append(line)
+            on_line(line)
+        else:
+            raise RemoteFailed(self.where, what, status, out, err)
+        yield "\n".join(printed)
 
     @contextmanager
     def tunnel(self, remote_port: int, local_port: int = 0) -> Iterator[int]:
@@ -72,7 +89,7 @@ def run_task(project, task, *args, **kwargs) -> invoke.Exit:
     """A task body as `invoke` runs it, with this project's config; the Exit it ends with."""
     config = invoke.Config(overrides={"dockyard": {
         "root": str(REPO), "env": "t-remote", "inventory_dir": str(project.inventory_dir),
-        "state_dir": str(project.state_dir),
+        "state_dir": str(project.state_dir), "lock_timeout": DEFAULT_LOCK_TIMEOUT,
     }})
     with pytest.raises(invoke.Exit) as caught:
         task(invoke.Context(config), *args, **kwargs)
@@ -87,7 +104,8 @@ def one_error_line(ended: invoke.Exit) -> str:
 
 
 def facts_answer(name: str) -> tuple[str, tuple[int, str, str]]:
-    return "echo ::docker", (0, (FACTS / name).read_text(), "")
+    """Deploy's read: the host lock taken, then the recorded facts, then the lock held."""
+    return "echo ::docker", (0, f"::locked\n{(FACTS / name).read_text()}::held\n", "")
 
 
 WHERE = "web1 (ubuntu@127.0.0.1:22)"
@@ -101,7 +119,7 @@ def test_a_facts_read_that_fails_names_the_host_and_the_cause(static, project):
 
 def test_truncated_facts_are_one_line_too(static, project):
     text = (FACTS / "stack.txt").read_text()
-    static(web1=([], [("echo ::docker", (0, text[: text.index("::images")], ""))]))
+    static(web1=([], [("echo ::docker", (0, f"::locked\n{text[: text.index('::images')]}::held\n", ""))]))
     assert one_error_line(run_task(project, deploy.docker_install)) == (
         f"error: {WHERE}: the facts read ended early, in its containers section; rerun, and if it persists run "
         f"with DOCKYARD_DEBUG=1")
@@ -128,7 +146,8 @@ def test_a_step_that_fails_without_a_word_says_so(static, project):
 
 
 def test_two_failed_hosts_are_one_error_listing_both(static, project):
-    static(web1=([], [("echo ::docker", NO_SUDO)]), web2=([], [("echo ::docker", (0, "::docker\n", ""))]))
+    truncated = (0, "::locked\n::docker\n::held\n", "")
+    static(web1=([], [("echo ::docker", NO_SUDO)]), web2=([], [("echo ::docker", truncated)]))
     ended = run_task(project, deploy.docker_install)
     assert ended.code == 1
     assert ended.message.splitlines() == [
@@ -137,6 +156,30 @@ def test_two_failed_hosts_are_one_error_listing_both(static, project):
         "  web2: web2 (ubuntu@127.0.0.1:22): the facts read ended early, in its docker section; rerun, and if it "
         "persists run with DOCKYARD_DEBUG=1",
     ]
+
+
+def test_a_run_that_waited_for_the_lock_in_vain_names_the_holder_in_one_line(static, project, capsys):
+    busy = (FACTS / "lock-busy.txt").read_text()  # what the lock command printed while another run held the lock
+    holder = lock.describe(busy.splitlines()[-1].removeprefix(BUSY))
+    assert holder.startswith("ops@laptop from ")
+    static(web1=([], [("flock -w", (75, busy, ""))]))
+    assert one_error_line(run_task(project, deploy.docker_install, lock_timeout="1")) == (
+        f"error: web1: the host lock is held by {holder}; gave up after waiting 0s; run again once it is done, or "
+        f"wait longer with --lock-timeout")
+    assert capsys.readouterr().out.splitlines() == [f"web1: waiting up to 1s for the host lock, held by {holder}"]
+
+
+def test_a_lock_timeout_that_is_not_a_number_is_one_line(static, project):
+    static(web1=([], []))
+    assert one_error_line(run_task(project, deploy.deploy, lock_timeout="5m")) == (
+        "error: --lock-timeout '5m' is not a whole number of seconds; e.g. --lock-timeout 600")
+
+
+def test_a_daemon_that_does_not_come_up_is_one_line_naming_its_log(static, project):
+    static(web1=([], [("echo ::docker", (1, "::locked\n", "dockerd did not answer within 60s; see "
+                                                          "/var/log/dockerd.log\n"))]))
+    assert one_error_line(run_task(project, deploy.docker_install)) == (
+        f"error: {WHERE}: read facts failed (exit 1): dockerd did not answer within 60s; see /var/log/dockerd.log")
 
 
 def test_a_release_fails_on_its_first_remote_read_before_building_anything(static, project):
@@ -185,7 +228,7 @@ def empty_registry() -> Iterator[int]:
 
 def test_a_failed_garbage_collection_is_one_line(static, project, monkeypatch, empty_registry):
     failed = (1, "", "garbage-collect failed; its last lines:\nfailed to mark: filesystem: read-only file system\n")
-    static(web1=(["registry"], [("garbage-collect", failed)]))
+    static(web1=(["registry"], [LOCKED, ("garbage-collect", failed)]))
     monkeypatch.setattr(ScriptedHost, "tunnel", _tunnel_to(empty_registry))
     assert one_error_line(run_task(project, registry.gc)) == (
         f"error: {WHERE}: registry gc failed (exit 1): garbage-collect failed; its last lines: | failed to mark: "

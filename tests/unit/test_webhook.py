@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard import deploy, inventory
+from dockyard import lock as host_lock
 from dockyard.commands import containers
 from dockyard.contract import SPEC_LABEL
 from dockyard.images import Built
@@ -551,7 +553,7 @@ AFTER = {"id": "sha256:2", "image": "127.0.0.1:5000/flask-hello:v2", "digests": 
 def test_a_redeploy_appends_one_history_line(tmp_path):
     history = tmp_path / "history.jsonl"
     fake = FakeRedeployer(Outcome("success", "", "127.0.0.1:5000/flask-hello:v2", BEFORE, AFTER))
-    service = listener.Service(CONFIG, fake, history)
+    service = listener.Service(CONFIG, fake, history, listener.HostLock(tmp_path / "lock"))
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r2"))
     service.queue.close()
@@ -569,7 +571,8 @@ def test_a_redeploy_appends_one_history_line(tmp_path):
 def test_the_history_reads_as_invoke_app_history_reads_it(tmp_path):
     from dockyard import report
 
-    service = listener.Service(CONFIG, FakeRedeployer(Outcome("success", "", "x", BEFORE, AFTER)), tmp_path / "h")
+    fake = FakeRedeployer(Outcome("success", "", "x", BEFORE, AFTER))
+    service = listener.Service(CONFIG, fake, tmp_path / "h", listener.HostLock(tmp_path / "lock"))
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
     service.queue.close()
     out = report.Reporter(io.StringIO())
@@ -583,7 +586,7 @@ def test_the_history_reads_as_invoke_app_history_reads_it(tmp_path):
 @pytest.mark.parametrize("result, state", [("success", "success"), ("rolled-back", "failure"), ("failure", "failure")])
 def test_docker_hub_hears_how_it_ended(tmp_path, receiver, result, state):
     fake = FakeRedeployer(Outcome(result, "why" if result != "success" else "", "acme/flask-hello:v2"))
-    service = listener.Service(CONFIG, fake, tmp_path / "history.jsonl")
+    service = listener.Service(CONFIG, fake, tmp_path / "history.jsonl", listener.HostLock(tmp_path / "lock"))
     service.run(Trigger("hub", "acme/flask-hello", "v2", f"{receiver.url}/cb", "r1"))
     service.queue.close()
     assert receiver.received[0][0] == "/cb"
@@ -604,7 +607,7 @@ def test_docker_hub_hears_when_its_push_was_superseded(tmp_path, receiver):
             return super().redeploy(image)
 
     held = Held()
-    service = listener.Service(CONFIG, held, tmp_path / "history.jsonl")
+    service = listener.Service(CONFIG, held, tmp_path / "history.jsonl", listener.HostLock(tmp_path / "lock"))
     service.submit(Trigger("hub", "acme/flask-hello", "v1", request_id="r1"))
     assert held.started.wait(5)
     service.submit(Trigger("hub", "acme/flask-hello", "v2", f"{receiver.url}/v2", "r2"))
@@ -624,7 +627,7 @@ def test_a_redeploy_that_crashes_is_still_in_the_history(tmp_path):
         def redeploy(self, image):
             raise KeyError("State")
 
-    service = listener.Service(CONFIG, Broken(), tmp_path / "history.jsonl")
+    service = listener.Service(CONFIG, Broken(), tmp_path / "history.jsonl", listener.HostLock(tmp_path / "lock"))
     service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
     service.queue.close()
     entry = json.loads((tmp_path / "history.jsonl").read_text())
@@ -783,23 +786,53 @@ def test_a_health_spec_translates_like_deploys_command_line():
     assert f"--health-retries {check['retries']}" in line
 
 
-def test_a_redeploy_waits_for_the_lock_deploy_holds(tmp_path):
-    lock_path = tmp_path / "app.lock"
-    redeployer = redeploy.Redeployer(client=None, spec_path=tmp_path / "none.json", upstream_path=tmp_path / "u",
-                                     proxy="dockyard-proxy", health_timeout=1, lock_path=lock_path)
-    entered = threading.Event()
+def test_a_redeploy_holds_the_host_lock_and_names_itself_its_holder(tmp_path):
+    folder = tmp_path / "lock"
+    seen = {}
 
-    def replace_app():
-        with redeployer._locked():
-            entered.set()
+    class Looking(FakeRedeployer):
+        def redeploy(self, image):
+            with (folder / "host.lock").open("a") as other:  # another process's view: a second open file
+                try:
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    seen["free"] = True
+                except BlockingIOError:
+                    seen["free"] = False
+            seen["record"] = (folder / "holder.json").read_text()
+            return super().redeploy(image)
 
-    with lock_path.open("a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        worker = threading.Thread(target=replace_app)
-        worker.start()
-        assert not entered.wait(0.5)
-    assert entered.wait(5)
-    worker.join()
+    service = listener.Service(CONFIG, Looking(Outcome("success", "", "x")), tmp_path / "h", listener.HostLock(folder))
+    service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
+    service.queue.close()
+    assert seen["free"] is False
+    holder = json.loads(seen["record"])
+    assert holder.pop("since").endswith("Z")
+    assert holder == {"who": "dockyard-webhook", "from": "this host", "task": "redeploy 127.0.0.1:5000/flask-hello:v2",
+                      "pid": os.getpid()}
+    # a deploy waiting for it reads the record as deploy's own
+    assert host_lock.describe(seen["record"]).startswith(
+        f"dockyard-webhook from this host (redeploy 127.0.0.1:5000/flask-hello:v2, pid {os.getpid()}, since ")
+
+
+def test_a_redeploy_waits_for_a_deploy_holding_the_host_lock_then_gives_up_naming_it(tmp_path):
+    folder = tmp_path / "lock"
+    folder.mkdir()
+    (folder / "holder.json").write_text(json.dumps(
+        {"who": "ops@laptop", "from": "10.0.0.5", "task": "deploy", "since": "2026-11-28T04:17:02Z", "pid": 7}))
+    fake = FakeRedeployer(Outcome("success", "", "x"))
+    service = listener.Service(CONFIG, fake, tmp_path / "h", listener.HostLock(folder, timeout=1))
+    with (folder / "host.lock").open("a") as deploy_holds:
+        fcntl.flock(deploy_holds, fcntl.LOCK_EX)
+        started = time.monotonic()
+        service.run(Trigger("registry", "flask-hello", "v2", request_id="r1"))
+        assert time.monotonic() - started >= 1
+    service.run(Trigger("registry", "flask-hello", "v3", request_id="r2"))
+    service.queue.close()
+    gave_up, ran = (json.loads(line) for line in (tmp_path / "h").read_text().splitlines())
+    assert (gave_up["result"], gave_up["reason"]) == (
+        "failure", "not redeployed: the host lock stayed held by ops@laptop from 10.0.0.5 (deploy, since "
+                   "2026-11-28T04:17:02Z) for 1s; push again once it is free")
+    assert fake.images == ["127.0.0.1:5000/flask-hello:v3"] and ran["result"] == "success"
 
 
 def test_the_env_file_gives_the_new_container_its_secret_variables(tmp_path):

@@ -1,0 +1,35 @@
+"""The host lock's records, read from what a real host printed (tests/fixtures/facts/lock-busy.txt)."""
+
+import getpass
+import os
+import socket
+
+from dockyard import lock
+from dockyard.commands.lock import BUSY, WAITING
+from tests.conftest import REPO
+
+BUSY_OUTPUT = (REPO / "tests/fixtures/facts/lock-busy.txt").read_text()
+
+
+def test_a_second_run_sees_the_holder_once_when_it_starts_waiting_and_once_when_it_gives_up():
+    waiting, busy = BUSY_OUTPUT.splitlines()
+    assert waiting.startswith(WAITING) and busy.startswith(BUSY)
+    holder = lock.parse_holder(busy.removeprefix(BUSY))
+    assert holder == lock.parse_holder(waiting.removeprefix(WAITING))
+    assert (holder.who, holder.task, holder.pid) == ("ops@laptop", "deploy", 4242)
+    assert holder.origin.count(".") == 3  # the address the holder's SSH session comes from
+    assert holder.since.endswith("Z") and len(holder.since) == len("2026-11-28T04:17:02Z")
+    assert str(holder) == f"ops@laptop from {holder.origin} (deploy, pid 4242, since {holder.since})"
+
+
+def test_a_missing_or_foreign_record_is_described_as_such():
+    for text in ("", "not json", '{"who": "x"}', '{"who": 1, "from": "", "task": "", "since": "", "pid": 1}', "[]"):
+        assert lock.parse_holder(text) is None
+        assert lock.describe(text) == "a holder that left no record"
+    unknown_origin = '{"who": "a@b", "from": "", "task": "deploy", "since": "t", "pid": 1}'
+    assert lock.describe(unknown_origin) == "a@b from an unknown address (deploy, pid 1, since t)"
+
+
+def test_a_claim_names_this_user_machine_and_process():
+    claim = lock.Claim("deploy", 300)
+    assert (claim.who, claim.pid) == (f"{getpass.getuser()}@{socket.gethostname()}", os.getpid())
