@@ -46,7 +46,7 @@ def test_the_stack_host_is_read_section_by_section():
         mounts=frozenset(),
         network=frozenset({"dockyard"}),
         env=frozenset({"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}),
-        labels=frozenset({"dockyard.role=app", "dockyard.spec=5384b6fb71bce5d1",
+        labels=frozenset({"dockyard.role=app", "dockyard.spec=69275543e38b3dd7",
                           f"dockyard.image={app.declared_image}"}),
         health=(("CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8000/healthz"), 2 * 10**9, 3 * 10**9, 3),
         command=("gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "-k", "gthread", "--threads", "4",
