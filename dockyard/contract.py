@@ -32,6 +32,7 @@ LISTENER_APP_SPEC_DIR = "/etc/dockyard-webhook/app"
 LISTENER_STATE_DIR = "/var/lib/dockyard-webhook"
 # The same names in the host's folder and in the listener's.
 APP_SPEC_NAME = "container.json"
+APP_ENV_FILE_NAME = "secrets.env"  # the app's secrets exposed as environment variables, beside its document
 HISTORY_NAME = "history.jsonl"
 
 # The host lock: every run that changes the host holds an exclusive `flock` on HOST_LOCK_NAME for its whole duration
@@ -91,6 +92,7 @@ HEALTH_FIELDS = {"command": str, "interval_s": int, "timeout_s": int, "retries":
 CONTAINER_FIELDS = {
     "name": str, "ports": list[str], "volumes": list[str], "env": dict[str, str], "command": list[str],
     "restart": str, "network": str, "labels": dict[str, str], "log": dict[str, str], "health": HEALTH_FIELDS,
+    "env_file": bool, "release": list[str],
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from dockyard import facts, images, lock
+from dockyard import app_secrets, app_settings, facts, images, lock
 from dockyard.commands import containers
 from dockyard.commands import facts as facts_command
 from dockyard.contract import PUSHED_TAG_PREFIX
@@ -72,8 +72,10 @@ def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = 
     """What each host should run, by host name: its roles declared, their images built once, files rendered."""
     roles = {r.name: [role for role in ROLES if role in r.roles and (only is None or role in only)] for r in records}
     # where images come from matters only to hosts with services; Docker alone needs no local engine
+    # read before anything is built or any host touched: a source that cannot be read stops the run here
+    secrets = app_secrets.resolve(env) if any("app" in r for r in roles.values()) else {}
     online = any(roles.values()) and images.resolve_source(env.inventory.images) == "online"
-    targets = [Target(env.inventory, record, online) for record in records]
+    targets = [Target(env.inventory, record, online, secrets) for record in records]
     specs = {t.host.name: [MODULES[role].declare(t) for role in roles[t.host.name]] for t in targets}
     built = build_images(env, [s for host_specs in specs.values() for s in host_specs], online)
     context = {"secrets": {name: env.secret(name) for name in SECRETS}, "online": online}
@@ -166,10 +168,13 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
         else:
             resolved = ResolvedImage(local.ref, local.image_id, "ship", local.ref)
     container = replace(spec.container, image=resolved.ref)
+    release = spec.slots.release if spec.slots else ()
     values = {
         **context, "inventory": target.inventory, "services": target.inventory.services, "host": target.host,
-        "container": containers.container_document(container, spec.role), "role": spec.role,
+        "container": containers.container_document(container, spec.role, release), "role": spec.role,
     }
+    # the user a container of the image runs as owns the files it reads (its image is built here)
+    image_user = app_settings.image_user_id(built[image.name].user) if any(f.image_user for f in spec.files) else 0
     files = tuple(
         Rendered(
             f.dest,
@@ -178,6 +183,7 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
             f.mode,
             f.secret,
             f.create_only,
+            image_user if f.image_user else 0,
         )
         for f in spec.files
     )

@@ -58,3 +58,7 @@ class RegistryError(DockyardError):
 
 class Aborted(DockyardError):
     """The operator declined a confirmation."""
+
+
+class SecretError(DockyardError):
+    """One of the app's secrets could not be read from its source."""

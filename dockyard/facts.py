@@ -127,6 +127,7 @@ class HostFacts:
     containers: dict[str, Seen] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)  # ref -> image id
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256
+    owners: dict[str, int] = field(default_factory=dict)  # path -> user id
     serving: str = ""  # the app container the proxy's upstream file names; empty when it names none
 
 
@@ -148,6 +149,7 @@ def parse(output: str, where: str) -> HostFacts:
             containers={c.name: c for c in map(seen, _json_list(sections["containers"]))},
             images={ref: image_id for ref, image_id in _pairs(sections["images"], " ") if not ref.endswith(":<none>")},
             files={path: digest for digest, path in _pairs(sections["files"], "  ")},
+            owners={path: int(uid) for uid, path in _pairs(sections["owners"], " ")},
             serving=(upstream_target(sections["upstream"]) or ("",))[0],
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:

@@ -16,15 +16,18 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
+
+import certifi
 
 from dockyard.errors import ImageError
 
@@ -50,6 +53,7 @@ class Built:
     ref: str
     image_id: str
     cached: bool
+    user: str = ""  # the user its containers run as (its USER; "" for root)
 
 
 @functools.cache
@@ -81,17 +85,17 @@ def resolve_source(images: str) -> str:
 
 @functools.cache
 def _probe_pull() -> str:
-    if ONLINE_BASE in local_ids(ONLINE_BASE):
+    if ONLINE_BASE in local_images(ONLINE_BASE):
         return "online"
     pulled = subprocess.run(["docker", "pull", "--quiet", ONLINE_BASE], capture_output=True)
     return "online" if pulled.returncode == 0 else "offline"
 
 
-def local_ids(*refs: str) -> dict[str, str]:
-    """The image id of each of `refs` the local engine holds, by ref: one `docker image inspect`."""
+def local_images(*refs: str) -> dict[str, Built]:
+    """Each of `refs` the local engine holds, by ref, as a cached build: one `docker image inspect`."""
     try:
         found = subprocess.run(
-            ["docker", "image", "inspect", "--format", "{{.Id}} {{json .RepoTags}}", *refs],
+            ["docker", "image", "inspect", "--format", "{{.Id}}\t{{json .Config.User}}\t{{json .RepoTags}}", *refs],
             capture_output=True, text=True,
         )
     except FileNotFoundError:
@@ -101,20 +105,23 @@ def local_ids(*refs: str) -> dict[str, str]:
     if found.returncode != 0 and (refused or not found.stderr.strip()):
         cause = refused[0] if refused else f"exit {found.returncode}"
         raise ImageError(f"cannot reach the local Docker engine ({cause}); start dockerd or set DOCKER_HOST")
-    ids = {}
+    images = {}
     for line in filter(None, found.stdout.splitlines()):  # a missing ref leaves an empty line
-        image_id, _, tags = line.partition(" ")
-        ids.update(dict.fromkeys(json.loads(tags) or [], image_id))
-    return {ref: ids[with_tag(ref)] for ref in refs if with_tag(ref) in ids}
+        image_id, user, tags = line.split("\t")
+        images.update(dict.fromkeys(json.loads(tags) or [], (image_id, json.loads(user) or "")))
+    return {
+        ref: Built(ref, images[with_tag(ref)][0], cached=True, user=images[with_tag(ref)][1])
+        for ref in refs if with_tag(ref) in images
+    }
 
 
 def base_image(source: str, say: Callable[[str], None]) -> Built:
     """The image every dockyard image starts from: pulled online, debootstrapped offline."""
     if source == "online":
-        found = local_ids(ONLINE_BASE)
+        found = local_images(ONLINE_BASE)
         if ONLINE_BASE not in found:
             raise ImageError(f"base image {ONLINE_BASE} is missing; pull it, or set images: offline")
-        return Built(ONLINE_BASE, found[ONLINE_BASE], cached=True)
+        return found[ONLINE_BASE]
     return build_base(say)
 
 
@@ -126,9 +133,9 @@ def base_tag() -> str:
 def build_base(say: Callable[[str], None]) -> Built:
     """Build the base image from Debian packages unless one from the same recipe exists."""
     ref = base_tag()
-    if ref in (found := local_ids(ref)):
+    if ref in (found := local_images(ref)):
         say(f"base image {ref}: cached (recipe unchanged)")
-        return Built(ref, found[ref], cached=True)
+        return found[ref]
     if shutil.which("debootstrap") is None:
         raise ImageError("debootstrap is not installed; install it with `apt-get install debootstrap`")
     if os.geteuid() != 0:
@@ -163,7 +170,7 @@ def build_base(say: Callable[[str], None]) -> Built:
         finally:
             tar.stdout.close()
             tar.wait()
-    return Built(ref, local_ids(ref)[ref], cached=False)
+    return replace(local_images(ref)[ref], cached=False)
 
 
 def _exclude_paths(root: Path, excludes: list[str], includes: list[str]) -> None:
@@ -254,9 +261,9 @@ def build_all(contexts: Mapping[str, tuple[Path, Mapping[str, Path]]], base: Bui
     """`build` for each name's (context, include), looking up every earlier build at once."""
     files = {name: context_files(context, include) for name, (context, include) in contexts.items()}
     refs = {name: f"dockyard/{name}:{context_digest(files[name], base.image_id)}" for name in contexts}
-    found = local_ids(*refs.values())
+    found = local_images(*refs.values())
     return {
-        name: Built(ref, found[ref], cached=True) if ref in found
+        name: found[ref] if ref in found
         else _build(name, ref, contexts[name][0], files[name], base.ref, say)
         for name, ref in refs.items()
     }
@@ -272,7 +279,7 @@ def _build(name: str, ref: str, context: Path, files: Mapping[str, Path], base: 
         with tempfile.TemporaryFile() as tar:
             context_tar(files, tar)
             for event in engine().api.build(
-                fileobj=tar, custom_context=True, tag=ref, buildargs={"BASE": base}, rm=True, forcerm=True,
+                fileobj=tar, custom_context=True, tag=ref, buildargs=build_args(base, files), rm=True, forcerm=True,
                 decode=True,
             ):
                 if "error" in event:
@@ -283,7 +290,47 @@ def _build(name: str, ref: str, context: Path, files: Mapping[str, Path], base: 
                     log.append(line)
     except docker.errors.APIError as e:
         raise ImageError(f"building {name} failed: {_first_line(e)}") from None
-    return Built(ref, local_ids(ref)[ref], cached=False)
+    return replace(local_images(ref)[ref], cached=False)
+
+
+# A Dockerfile that fetches over HTTPS declares `ARG EXTRA_CA_CERTS` (see apps/flask-pip) to receive them.
+CA_CERTS_ARG = "EXTRA_CA_CERTS"
+CA_CERTS_DECLARED = re.compile(rf"^\s*ARG\s+{CA_CERTS_ARG}\b", re.MULTILINE | re.IGNORECASE)
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+# A build argument reaches the build as one environment variable, which Linux caps at 128 KiB.
+MAX_BUILD_ARG = 128 * 1024 - 1
+
+
+def build_args(base: str, files: Mapping[str, Path]) -> dict[str, str]:
+    """Every build gets its base image. A Dockerfile that declares EXTRA_CA_CERTS also gets the CA certificates
+    the operator trusts, so a build behind a TLS-inspecting proxy trusts it too: the PEM file
+    DOCKYARD_EXTRA_CA_CERTS names, else SSL_CERT_FILE (what OpenSSL tools already trust), else none. Only the
+    certificates pip does not trust already are passed: a system's whole bundle is too large for an argument."""
+    args = {"BASE": base}
+    dockerfile = files.get("Dockerfile")
+    if dockerfile is None or not CA_CERTS_DECLARED.search(dockerfile.read_text(errors="replace")):
+        return args
+    variable = next((v for v in ("DOCKYARD_EXTRA_CA_CERTS", "SSL_CERT_FILE") if os.environ.get(v)), None)
+    if variable is None:
+        return args
+    ca_file = os.environ[variable]
+    try:
+        certificates = PEM_CERTIFICATE.findall(Path(ca_file).read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not PEM text"
+        raise ImageError(
+            f"{variable}: cannot read {ca_file} ({reason}); name a PEM file of CA certificates, or unset it"
+        ) from None
+    known = {"".join(c.split()) for c in PEM_CERTIFICATE.findall(Path(certifi.where()).read_text())}
+    extra = "".join(f"{c}\n" for c in certificates if "".join(c.split()) not in known)
+    if len(extra.encode()) > MAX_BUILD_ARG:
+        raise ImageError(
+            f"{variable}: {ca_file} holds {len(extra) // 1024} KiB of certificates pip does not already trust, more "
+            f"than a build argument carries; set DOCKYARD_EXTRA_CA_CERTS to a file of just your proxy's CA"
+        )
+    if extra:
+        args[CA_CERTS_ARG] = extra
+    return args
 
 
 def image_size(ref: str) -> int:

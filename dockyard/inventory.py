@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import shlex
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PUBLIC = ("0.0.0.0/0",)
+# Marks the fields the loader fills in, which a file never sets.
+SUPPLIED = {"supplied": True}
+# What a POSIX shell and `docker run --env` accept; a secret's name is also its file name under /run/secrets.
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_SOURCES = "generate, env:NAME, file:PATH, ssm:/path or secretsmanager:name"
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class Docker:
 
 @dataclass(frozen=True)
 class Host:
-    name: str
+    name: str = field(metadata=SUPPLIED)
     roles: tuple[str, ...] = ROLES
     # Used by `provider: static` only: where the server already is.
     address: str | None = None
@@ -95,6 +101,24 @@ class RegistryUi(Service):
 
 
 @dataclass(frozen=True)
+class Secret:
+    """Where one of the app's secrets comes from; `NAME: SOURCE` in the inventory is short for `{source: SOURCE}`."""
+
+    SHORTHAND: typing.ClassVar[str] = "source"
+    source: str  # generate | env:NAME | file:PATH | ssm:/path | secretsmanager:name
+    env: bool = False  # also an environment variable of the app; the file under /run/secrets is always there
+
+    @property
+    def kind(self) -> str:
+        return self.source.partition(":")[0]
+
+    @property
+    def ref(self) -> str:
+        """What the source names: the variable, the path, the parameter or the secret."""
+        return self.source.partition(":")[2]
+
+
+@dataclass(frozen=True)
 class Proxy(Service):
     """The front door: Caddy, with TLS, in front of the app and the webhook's /hooks/."""
 
@@ -119,6 +143,10 @@ class App(Service):
     repository: str = "flask-hello"  # repository in the private registry
     source: str = "apps/flask-hello"  # build context, relative to the project
     health_path: str = "/healthz"
+    env: dict[str, str] = field(default_factory=dict)  # plain settings: name -> value
+    secrets: dict[str, Secret] = field(default_factory=dict)  # name -> where its value comes from
+    release_command: str | None = None  # run once per release in a one-off container of the new image
+    volumes: tuple[str, ...] = ()  # `volume:/path` or `/host/path:/path[:ro]`, in each of its containers
 
     def ports(self) -> dict[str, int]:
         return {}
@@ -167,8 +195,8 @@ class Sandbox:
 
 @dataclass(frozen=True)
 class Inventory:
-    env: str
-    path: Path
+    env: str = field(metadata=SUPPLIED)
+    path: Path = field(metadata=SUPPLIED)
     provider: str
     hosts: tuple[Host, ...]
     images: str = "auto"
@@ -259,7 +287,7 @@ def _build(cls, data: object, where: str, fail):
     for key, value in data.items():
         name = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            known = ", ".join(f for f in fields if f not in ("env", "path", "name"))
+            known = ", ".join(n for n, f in fields.items() if not f.metadata.get("supplied"))
             fail(name, f"unknown key; known keys here: {known}")
         values[key] = _coerce(value, hints[key], name, fail)
     missing = [
@@ -277,7 +305,14 @@ def _coerce(value, hint, where: str, fail):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         return None if value is None else _coerce(value, options[0], where, fail)
     if dataclasses.is_dataclass(hint):
+        if isinstance(value, str) and hasattr(hint, "SHORTHAND"):
+            value = {hint.SHORTHAND: value}
         return _build(hint, value or {}, where, fail)
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail(where, f"expected a mapping of names to values, got {_kind(value)}")
+        item = typing.get_args(hint)[1]
+        return {str(k): _coerce(v, item, f"{where}.{k}", fail) for k, v in value.items()}
     if origin is tuple:
         if isinstance(value, tuple):
             return value
@@ -290,7 +325,9 @@ def _coerce(value, hint, where: str, fail):
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         fail(where, f"expected a whole number, got {_kind(value)}")
     if hint is str and not isinstance(value, str):
-        fail(where, f"expected text, got {_kind(value)}")
+        fail(where, f"expected text, got {_kind(value)}; quote it, e.g. \"{value}\"")
+    if hint is bool and not isinstance(value, bool):
+        fail(where, f"expected true or false, got {_kind(value)}")
     return value
 
 
@@ -316,6 +353,7 @@ def _check(inv: Inventory, fail) -> None:
         for i, cidr in enumerate(service.open_to):
             _cidr(cidr, f"{key}.open_to[{i}]", fail)
     _check_proxy(inv, fail)
+    _app_settings(inv.services.app, inv.path, fail)
     if inv.ssh.key:
         _key_file(inv.ssh.key, inv.path, "ssh.key", fail)
     for host in inv.hosts:
@@ -377,6 +415,44 @@ def _check_proxy(inv: Inventory, fail) -> None:
     if inv.proxy_certificates() == "acme" and proxy.http_port != 80 and proxy.https_port != 443:
         fail("services.proxy", f"ACME proves the domain on port 80 or 443, and the proxy takes "
                                f"{proxy.http_port} and {proxy.https_port}; use http_port: 80 or https_port: 443")
+
+
+def _app_settings(app: App, inventory_file: Path, fail) -> None:
+    """Names the app's environment takes, sources that can be read, and a release command that splits."""
+    for name in app.env:
+        _env_var_name(name, f"services.app.env.{name}", fail)
+    for name, secret in app.secrets.items():
+        key = f"services.app.secrets.{name}"
+        _env_var_name(name, key, fail)
+        if name in app.env:
+            fail(key, f"{name} is also in services.app.env; a name is either a plain setting or a secret")
+        if secret.source == "generate":
+            continue
+        if secret.kind not in ("env", "file", "ssm", "secretsmanager"):
+            fail(key, f"{secret.source!r} is not a secret source; use {SECRET_SOURCES}")
+        if not secret.ref:
+            fail(key, f"{secret.source!r} names nothing; write {secret.kind}:<what to read>")
+        if secret.kind == "env" and not ENV_VAR_NAME.match(secret.ref):
+            fail(key, f"env:{secret.ref} is not an environment variable name; use letters, digits and _")
+        if secret.kind == "file" and resolve_path(secret.ref, inventory_file).is_dir():
+            fail(key, f"file:{secret.ref} is a folder; name the file that holds the secret")
+    for i, volume in enumerate(app.volumes):
+        source, _, inside = volume.partition(":")
+        if not source or not inside.startswith("/"):
+            fail(f"services.app.volumes[{i}]", f"{volume!r} is not a mount; write NAME:/path/in/container (a named "
+                                                f"volume) or /path/on/host:/path/in/container")
+    if app.release_command is not None:
+        try:
+            words = shlex.split(app.release_command)
+        except ValueError as e:
+            fail("services.app.release_command", f"cannot be split into words ({e}); check its quotes")
+        if not words:
+            fail("services.app.release_command", "is empty; give a command, e.g. flask --app app db-upgrade")
+
+
+def _env_var_name(name: str, key: str, fail) -> None:
+    if not ENV_VAR_NAME.match(name):
+        fail(key, f"{name!r} is not an environment variable name; use letters, digits and _, not a digit first")
 
 
 def _choose(value: str, allowed: tuple[str, ...], key: str, fail) -> None:

@@ -139,11 +139,14 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     rewritten = []
     for file in want.files:
         seen = facts.files.get(file.dest)
-        if seen == file.sha256 or (file.create_only and seen is not None):
+        # a secret the container reads belongs to its image's user: written again when that user changes
+        owned = not file.owner or facts.owners.get(file.dest) == file.owner
+        if (seen == file.sha256 and owned) or (file.create_only and seen is not None):
             continue
         if not file.create_only:
             rewritten.append(file.dest)
-        yield RemoteStep(want.role, "write", file.dest, "new" if seen is None else "changed", files.write_file(file))
+        reason = "new" if seen is None else "changed" if seen != file.sha256 else "owner changed"
+        yield RemoteStep(want.role, "write", file.dest, reason, files.write_file(file))
 
     # 3. the container
     wanted_id = image.image_id or facts.images.get(image.ref)

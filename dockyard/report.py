@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 from dockyard.errors import Aborted
 
 if TYPE_CHECKING:
+    from dockyard.day_two import HostStatus
     from dockyard.registry_api import TagInfo
     from dockyard.scan import ScanReport
 
@@ -104,6 +105,33 @@ def history(out: Reporter, host: str, entries: list[dict]) -> None:
     ]
     out.say(f"{host}: {len(rows)} redeploy(s)")
     out.table(("when", "trigger", "tag", "before", "after", "result", "took", "why"), rows)
+
+
+def status(out: Reporter, statuses: list[HostStatus]) -> None:
+    """Per host: its services, the proxy's upstream, the last release."""
+    for host in statuses:
+        out.say(f"{host.host}:")
+        out.table(
+            ("service", "container", "image", "version", "health", "up", "restarts"),
+            [(s.role, s.name, s.image, s.version, s.health, human_seconds(s.uptime_s), str(s.restarts))
+             for s in host.services],
+        )
+        out.say(f"  proxy upstream: {host.upstream or 'none'}")
+        last = host.last_release
+        if last:
+            trigger = last.get("trigger", {})
+            why = f": {last['reason']}" if last.get("reason") else ""
+            out.say(f"  last release: {last.get('started', '')} {trigger.get('source', '')} "
+                    f"{trigger.get('tag', '')} {last.get('result', '')}{why}")
+        else:
+            out.say("  last release: none recorded")
+
+
+def human_seconds(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def repositories(out: Reporter, tag_counts: dict[str, int]) -> None:

@@ -28,6 +28,7 @@ class File:
     secret: bool = False  # never printed; written 0600
     values: tuple[tuple[str, str], ...] = ()  # extra template values the role computes
     create_only: bool = False  # written only while missing: its content is someone else's afterwards
+    image_user: bool = False  # belongs to the user the role's image runs as (a secret the container reads)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class ContainerSpec:
     health: Health | None = None
     stop_timeout: int = DOCKER_STOP_TIMEOUT  # seconds `docker stop` waits before killing
     labels: tuple[tuple[str, str], ...] = ()
+    env_file: str | None = None  # a host file of NAME=value lines (`docker run --env-file`): secrets stay off the line
 
     def as_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -81,6 +83,9 @@ class Slots:
     upstream: str = contract.HOST_UPSTREAM_FILE
     proxy: str = contract.PROXY_CONTAINER
     reload: tuple[str, ...] = contract.PROXY_RELOAD  # run in the proxy: it reads the upstream file again
+    # run once per switch, before it, in a one-off container of the new image with the service's settings: a
+    # failure stops the switch, and the container that serves keeps serving
+    release: tuple[str, ...] = ()
 
     def names(self, name: str) -> tuple[str, ...]:
         """Every container the service may be found as: its slots, and its plain name from before slots."""
@@ -115,6 +120,7 @@ class Rendered:
     mode: int
     secret: bool
     create_only: bool = False
+    owner: int = 0  # the user id the file belongs to
 
     @property
     def sha256(self) -> str:
@@ -147,9 +153,14 @@ class Desired:
 def spec_digest(container: ContainerSpec, files: tuple[Rendered, ...]) -> str:
     """One string that changes when anything but the image changes: the spec and the contents of the files the
     container must be recreated for."""
+    declared = replace(container, image="", labels=()).as_dict()
+    # settings added since digests were first taken count only when set: upgrading dockyard replaces nothing
+    for added in ("env_file",):
+        if declared[added] is None:
+            del declared[added]
     payload = {
-        "container": replace(container, image="", labels=()).as_dict(),
-        "files": sorted((f.dest, f.sha256, f.mode) for f in files),
+        "container": declared,
+        "files": sorted((f.dest, f.sha256, f.mode, *((f.owner,) if f.owner else ())) for f in files),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -161,6 +172,7 @@ class Target:
     inventory: Inventory
     host: HostRecord
     online: bool  # images come from a registry (True) or are built from Debian packages (False)
+    app_secrets: dict[str, str] = field(default_factory=dict, repr=False)  # the app's secrets, resolved: name -> value
 
     def publish(self, role: str, inside: dict[str, int]) -> tuple[str, ...]:
         """`--publish` values: each port the inventory gives `role` (by key), to its port `inside` the container.

@@ -149,6 +149,26 @@ class HostConnection:
             raise RemoteFailed(self.where, what or f"`{first_line}`", status, out, err)
         return out
 
+    def follow(self, script: str, line: Callable[[str], None]) -> int:
+        """Run a shell script as root, as `run` does, handing each line it prints (stdout and stderr, as they come)
+        to `line`; its exit status, which is the caller's to judge."""
+        self.open()
+        STATS.add(commands=1)
+        try:
+            channel = self.connection.client.get_transport().open_session()
+            try:
+                channel.set_combine_stderr(True)
+                channel.exec_command(self._privileged("sh -s"))
+                channel.sendall(script.encode())
+                channel.shutdown_write()
+                for raw in channel.makefile("rb"):
+                    line(raw.decode(errors="replace").rstrip("\n"))
+                return channel.recv_exit_status()
+            finally:
+                channel.close()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise ConnectError(f"{self.where}: connection lost ({_describe(e)})") from None
+
     @contextmanager
     def held(self, script: str, what: str, ready: str, on_line: Callable[[str], None]) -> Iterator[str]:
         """Run a shell script as root and keep it running while the block runs: yields what it printed before the

@@ -1,6 +1,7 @@
 """The Flask app, built from its folder and served by gunicorn."""
 
-from dockyard import contract
+from dockyard import app_settings, contract
+from dockyard.inventory import App
 from dockyard.spec import ContainerSpec, File, Health, Image, RoleSpec, Slots, Target
 
 NAME = "dockyard-app"
@@ -17,12 +18,21 @@ def declare(target: Target) -> RoleSpec:
     return RoleSpec(
         role="app",
         image=Image("app", build=settings.source, repository=settings.repository),
-        files=(File(SPEC_FILE, template="app/container.json.j2"),),
-        container=ContainerSpec(
-            name=NAME,  # the service's: it runs as dockyard-app-blue or dockyard-app-green
-            # no host port: the proxy reaches it on the docker network, and two slots run side by side in a switch
-            health=Health(CONTAINER_PORT, settings.health_path),
-            stop_timeout=STOP_GRACE,
-        ),
-        slots=Slots(CONTAINER_PORT),
+        files=(File(SPEC_FILE, template="app/container.json.j2"),
+               *app_settings.secret_files(settings, target.app_secrets)),
+        container=container(settings),
+        slots=Slots(CONTAINER_PORT, release=app_settings.release_words(settings)),
+    )
+
+
+def container(settings: App) -> ContainerSpec:
+    """The app's container, image aside: what deploy runs, and what a one-off command of the app runs with."""
+    return ContainerSpec(
+        name=NAME,  # the service's: it runs as dockyard-app-blue or dockyard-app-green
+        # no host port: the proxy reaches it on the docker network, and two slots run side by side in a switch
+        health=Health(CONTAINER_PORT, settings.health_path),
+        stop_timeout=STOP_GRACE,
+        env=app_settings.container_env(settings),
+        volumes=(*settings.volumes, *app_settings.secret_mounts(settings)),
+        env_file=app_settings.env_file(settings),
     )

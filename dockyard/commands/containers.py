@@ -19,10 +19,11 @@ from dockyard.spec import NETWORK, ContainerSpec, Health
 HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, HEALTH_RETRIES = 2, 3, 3  # Docker's checks of a running container
 
 
-def container_document(spec: ContainerSpec, role: str) -> dict:
+def container_document(spec: ContainerSpec, role: str, release: tuple[str, ...] = ()) -> dict:
     """Everything `docker run` gets but the image, as data: deploy runs it, and the webhook starts the app's next
     slot from it on each pushed image (`name` is the service's; the slots add to it). Deploy's bookkeeping labels
-    are added by `run_container` alone."""
+    are added by `run_container` alone. `env_file` says whether the env file beside the document applies (its
+    values are in no document); `release` is the command run before a switch (`Slots.release`)."""
     return {
         "name": spec.name,
         "ports": list(spec.ports),
@@ -37,12 +38,15 @@ def container_document(spec: ContainerSpec, role: str) -> dict:
             "command": spec.health.command(), "interval_s": HEALTH_INTERVAL_S, "timeout_s": HEALTH_TIMEOUT_S,
             "retries": HEALTH_RETRIES,
         },
+        "env_file": spec.env_file is not None,
+        "release": list(release),
     }
 
 
-def run_container(spec: ContainerSpec, role: str, digest: str, name: str | None = None) -> str:
+def run_container(spec: ContainerSpec, role: str, digest: str, name: str | None = None,
+                  declared: str | None = None) -> str:
     """`docker run` of the spec; `name` is a shell word to name the container by instead, such as "$slot" for the
-    slot a switch picks on the host."""
+    slot a switch picks on the host; `declared` the image deploy declared, when another one runs (a rollback)."""
     doc = container_document(spec, role)
     args = ["--restart", doc["restart"], "--network", doc["network"]]
     if spec.stop_timeout != DOCKER_STOP_TIMEOUT:
@@ -54,9 +58,8 @@ def run_container(spec: ContainerSpec, role: str, digest: str, name: str | None 
         args += ["--publish", port]
     for volume in doc["volumes"]:
         args += ["--volume", volume]
-    for key, value in doc["env"].items():
-        args += ["--env", f"{key}={value}"]
-    for key, value in {**doc["labels"], IMAGE_LABEL: spec.image, SPEC_LABEL: digest}.items():
+    args += _settings(spec)
+    for key, value in {**doc["labels"], IMAGE_LABEL: declared or spec.image, SPEC_LABEL: digest}.items():
         args += ["--label", f"{key}={value}"]
     if health := doc["health"]:
         args += [
@@ -65,6 +68,27 @@ def run_container(spec: ContainerSpec, role: str, digest: str, name: str | None 
         ]
     return f"{docker('run', '--detach', '--name')} {name or shlex.quote(doc['name'])} " + shlex.join(
         [*args, spec.image, *doc["command"]])
+
+
+def _settings(spec: ContainerSpec) -> list[str]:
+    """What a container reads its settings from: plain values on the line, secrets from files."""
+    args = []
+    for key, value in spec.env:
+        args += ["--env", f"{key}={value}"]
+    if spec.env_file:
+        args += ["--env-file", spec.env_file]
+    return args
+
+
+def one_off(spec: ContainerSpec, name: str, command: tuple[str, ...], image: str | None = None) -> str:
+    """`docker run --rm` of `command` in a new container with the spec's settings, network and volumes, but none of
+    its ports, labels, health check or restart policy; `image` is a shell word to run instead of the spec's
+    ("$image"). Whatever held `name` before, a run cut short, is removed first."""
+    args = ["--network", spec.network, *(w for v in spec.volumes for w in ("--volume", v)), *_settings(spec)]
+    return (
+        f"{remove_container(name)} 2>/dev/null || true\n{docker('run', '--rm', '--name', name, *args)} "
+        f"{image or shlex.quote(spec.image)} {shlex.join(command)}"
+    )
 
 
 def remove_container(name: str) -> str:

@@ -17,7 +17,8 @@ from dockyard.commands.lock import LOCK_FD
 from dockyard.contract import HOST_UPSTREAM_FILE, ROLE_LABEL
 
 SECTIONS = (
-    "docker", "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files", "upstream",
+    "docker", "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files",
+    "owners", "upstream",
 )
 ABSENT, STOPPED, RUNNING = "absent", "stopped", "running"
 DAEMON_WAIT = 60  # seconds a read that starts the engine waits for it to answer
@@ -55,6 +56,7 @@ echo ::containers; ids=$(docker ps -aq --filter label={ROLE_LABEL} 2>/dev/null);
 docker inspect --type container $ids{by_name} 2>/dev/null || true
 echo ::images;{show}
 echo ::files; sha256sum {files} 2>/dev/null || true
+echo ::owners; stat -c '%u %n' {files} 2>/dev/null || true
 echo ::upstream; cat {HOST_UPSTREAM_FILE} 2>/dev/null || true
 echo ::end"""
 

@@ -15,8 +15,12 @@ def write_file(file: Rendered) -> str:
     tmp = f"{dest}.dockyard-new"
     data = base64.b64encode(file.content).decode()
     mode = 0o600 if file.secret else file.mode
+    # a file given to a container's user sits in a folder of root's alone: the container reads it through a mount
+    # of the file itself
+    folder = f"mkdir -p{' -m 700' if file.owner else ''} {shlex.quote(str(dest.parent))}"
+    owner = f" && chown {file.owner}:{file.owner} {shlex.quote(tmp)}" if file.owner else ""
     return (
-        f"mkdir -p {shlex.quote(str(dest.parent))} && "
-        f"printf %s {data} | base64 -d > {shlex.quote(tmp)} && chmod {mode:o} {shlex.quote(tmp)} && "
+        f"{folder} && "
+        f"printf %s {data} | base64 -d > {shlex.quote(tmp)} && chmod {mode:o} {shlex.quote(tmp)}{owner} && "
         f"mv {shlex.quote(tmp)} {shlex.quote(str(dest))}"
     )

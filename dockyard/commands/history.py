@@ -7,6 +7,8 @@ import shlex
 
 from roles.webhook import HISTORY_FILE
 
+HISTORY_DIR = HISTORY_FILE.rpartition("/")[0]
+
 POLL_SECONDS = 0.2  # on the host: polling there costs no round trip
 
 
@@ -28,3 +30,33 @@ def read(since: int = 0, last: int | None = None, until_tag: str | None = None, 
         f"i=0; until {tail} | grep -qF {needle} || [ $i -ge {polls} ]; do "
         f"i=$((i+1)); sleep {POLL_SECONDS}; done; {tail} || true"
     )
+
+
+# Filled in on the host when the line is written: what only the host knows then.
+ON_HOST = {
+    "@started@": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+    "@serving@": "${serving:-}",
+    "@before_id@": "${before_id:-}",
+    "@before_image@": "${before_image:-}",
+    "@slot@": "${slot:-}",
+    "@after_id@": "${after_id:-}",
+}
+
+
+def append(source: str, image: str, result: str, reason: str) -> str:
+    """Append one entry to the audit log, as the listener writes them (`app.history` and `status` read both):
+    `before` is the container that served ($serving, $before_id, $before_image), `after` the one that serves now
+    ($slot, $after_id), both set by the switch script; a failure has no `after`."""
+    tag = image.rpartition(":")[2]
+    before = {"id": "@before_id@", "image": "@before_image@", "name": "@serving@"}
+    entry = {
+        "started": "@started@", "trigger": {"source": source, "tag": tag}, "image": image, "result": result,
+        "reason": reason, "before": before,
+        "after": {"id": "@after_id@", "image": image, "name": "@slot@"} if result == "success" else before,
+    }
+    text = json.dumps(entry)
+    for char in ("\\", '"', "$", "`"):  # inside the shell's double quotes, the JSON as it is
+        text = text.replace(char, "\\" + char)
+    for placeholder, word in ON_HOST.items():
+        text = text.replace(placeholder, word)
+    return f'mkdir -p {shlex.quote(HISTORY_DIR)} && printf \'%s\\n\' "{text}" >> {HISTORY_FILE}'

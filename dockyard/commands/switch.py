@@ -12,32 +12,58 @@ from __future__ import annotations
 import shlex
 
 from dockyard import contract
-from dockyard.commands import docker
-from dockyard.commands.containers import ensure_network, run_container, run_inside, until_ready
+from dockyard.commands import docker, history
+from dockyard.commands.containers import ensure_network, one_off, run_container, run_inside, until_ready
 from dockyard.spec import ContainerSpec, Slots
 
 MARK = "::switch "
 SLOT = '"$slot"'  # the slot the script picks, as a shell word
+RELEASE_LINES = 5  # of a failed release command's output, into the error
 
 
-def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90) -> list[tuple[str, str]]:
-    """The switch's phases in order, (name, command), sharing one shell's variables."""
+def release_container(spec: ContainerSpec) -> str:
+    """The one-off container the release command runs in."""
+    return f"{spec.name}-release"
+
+
+def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90, source: str = "deploy",
+           declared: str | None = None) -> list[tuple[str, str]]:
+    """The switch's phases in order, (name, command), sharing one shell's variables. Each outcome is appended to
+    the audit log as from `source`; `declared`: the image deploy declared, when the switch runs another one."""
     blue, green = contract.slot_names(spec.name)
     upstream = shlex.quote(slots.upstream)
     new = shlex.quote(f"{slots.upstream}.dockyard-new")
     line = contract.upstream_line("${slot}", slots.port).rstrip("\n")
+    before = "\n".join([  # what serves, for the audit log
+        f'before_id=$({docker("inspect", "--format", "{{.Image}}")} "$serving" 2>/dev/null || true)',
+        f'before_image=$({docker("inspect", "--format", "{{.Config.Image}}")} "$serving" 2>/dev/null || true)',
+    ])
+    failed = "release command failed (exit $rc): nothing switched, ${serving:-nothing} still serves"
+    release = [] if not slots.release else [("release", "\n".join([
+        read_serving(slots.upstream),
+        before,
+        f"rc=0; out=$({one_off(spec, release_container(spec), slots.release)} 2>&1) || rc=$?",
+        'if [ "$rc" -ne 0 ]; then',
+        f'  printf "%s\\n" "$out" | tail -n {RELEASE_LINES} >&2',
+        f"  {history.append(source, spec.image, 'failure', 'release command failed')}",
+        f'  echo "{failed}" >&2; exit 1',
+        "fi",
+    ]))]
     return [
+        *release,
         ("start", "\n".join([
-            _serving(slots),
+            read_serving(slots.upstream),
             # green while blue serves, blue otherwise (contract.next_slot)
             f'if [ "$serving" = {blue} ] && {docker("inspect", blue)} >/dev/null 2>&1; '
             f"then slot={green}; else slot={blue}; fi",
+            before,
             f"{docker('rm', '--force')} {SLOT} >/dev/null 2>&1 || true",  # left by a switch cut short: never served
             ensure_network(spec.network),
-            f"{run_container(spec, role, digest, name=SLOT)} >/dev/null",
+            f"{run_container(spec, role, digest, name=SLOT, declared=declared)} >/dev/null",
         ])),
         ("gate", until_ready(SLOT, spec.health, timeout, (
             f"{docker('logs', '--tail', '20')} {SLOT} >&2 2>&1; {docker('rm', '--force')} {SLOT} >/dev/null; "
+            f"{history.append(source, spec.image, 'failure', 'not healthy')}; "
             f'echo "$slot not healthy after {timeout}s, removed; ${{serving:-nothing}} still serves" >&2; exit 1'
         ))),
         ("upstream", f'echo "{line}" > {new} && mv {new} {upstream}'),
@@ -48,12 +74,17 @@ def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: i
             f"then sleep {contract.SWITCH_SETTLE_SECONDS}; fi",
             _retire(spec, slots, SLOT),
         ])),
+        ("record", "\n".join([
+            f'after_id=$({docker("inspect", "--format", "{{.Image}}")} {SLOT})',
+            history.append(source, spec.image, "success", ""),
+        ])),
     ]
 
 
-def switch(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90) -> str:
+def switch(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90, source: str = "deploy",
+           declared: str | None = None) -> str:
     return "\n".join(["set -eu", *(f"echo '{MARK}{name}'\n{command}" for name, command in
-                                   phases(spec, role, digest, slots, timeout))])
+                                   phases(spec, role, digest, slots, timeout, source, declared))])
 
 
 def settle(spec: ContainerSpec, slots: Slots) -> str:
@@ -62,7 +93,7 @@ def settle(spec: ContainerSpec, slots: Slots) -> str:
     unknown = f"{slots.upstream} names no container of {spec.name}; run deploy again"
     return "\n".join([
         "set -eu",
-        _serving(slots),
+        read_serving(slots.upstream),
         f'[ -n "$serving" ] && {docker("inspect")} "$serving" >/dev/null 2>&1 || '
         f"{{ echo {shlex.quote(unknown)} >&2; exit 1; }}",
         run_inside(slots.proxy, slots.reload),
@@ -70,9 +101,9 @@ def settle(spec: ContainerSpec, slots: Slots) -> str:
     ])
 
 
-def _serving(slots: Slots) -> str:
-    """Set $serving to the container the upstream file names, empty when it names none."""
-    return f"serving=$(sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' {shlex.quote(slots.upstream)} 2>/dev/null || true)"
+def read_serving(upstream: str) -> str:
+    """Set $serving to the container the `upstream` file names, empty when it names none."""
+    return f"serving=$(sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' {shlex.quote(upstream)} 2>/dev/null || true)"
 
 
 def _retire(spec: ContainerSpec, slots: Slots, keep: str) -> str:

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import docker.errors
+import requests
 
 from dockyard.contract import (
+    APP_ENV_FILE_NAME,
     CARRIED_LABELS,
     DOCKER_STOP_TIMEOUT,
     PROXY_RELOAD,
@@ -37,7 +39,8 @@ POLL_INTERVAL = 0.5  # between two pulls of a tag the registry does not serve ye
 # The registry notifies as the manifest is stored, and a pull right then has been seen to answer "manifest unknown"
 # (once, 0.2 s after the push): such a pull is tried again for a few seconds.
 PULL_RETRY_SECONDS = 5
-LOG_LINES = 3  # of a new container that never got healthy, into the history's reason
+LOG_LINES = 3  # of a new container that never got healthy, or a failed release command, into the history's reason
+RELEASE_TIMEOUT = 600  # seconds a release command may run
 
 log = logging.getLogger("dockyard-webhook")
 Item = TypeVar("Item")
@@ -77,14 +80,24 @@ def read_upstream(path: Path) -> tuple[str, int]:
     return target
 
 
-def create_args(doc: dict, image: str, carried: dict[str, str]) -> dict:
-    """Keyword arguments of `containers.create` that give what `commands.run_container` gives, on `image`."""
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines, as deploy writes them for `docker run --env-file`."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise SpecError(f"{path}: unreadable ({e.strerror}); `invoke deploy` writes it") from None
+    return dict(line.partition("=")[::2] for line in lines if line and not line.startswith("#"))
+
+
+def create_args(doc: dict, image: str, carried: dict[str, str], secrets: dict[str, str]) -> dict:
+    """Keyword arguments of `containers.create` that give what `commands.run_container` gives, on `image`;
+    `secrets`: the env file's variables, when the document uses it."""
     restart, _, retries = doc["restart"].partition(":")
     args = {
         "image": image,
         "name": doc["name"],
         "command": doc["command"] or None,
-        "environment": doc["env"],
+        "environment": {**doc["env"], **secrets},
         "labels": {**doc["labels"], **carried},
         "ports": port_bindings(doc["ports"]),
         "volumes": doc["volumes"],  # kept as `-v` strings, so HostConfig.Binds reads as the spec does
@@ -121,6 +134,7 @@ class Redeployer:
                  health_timeout: float, settle: float = SWITCH_SETTLE_SECONDS):
         self.client = client
         self.spec_path = spec_path
+        self.env_file_path = spec_path.with_name(APP_ENV_FILE_NAME)
         self.upstream_path = upstream_path
         self.proxy = proxy
         self.health_timeout = health_timeout
@@ -131,6 +145,7 @@ class Redeployer:
         try:
             doc = read_app_spec(self.spec_path)
             serving, port = read_upstream(self.upstream_path)
+            secrets = read_env_file(self.env_file_path) if doc["env_file"] else {}
         except SpecError as e:
             return Outcome("failure", str(e), image)
         try:
@@ -144,8 +159,11 @@ class Redeployer:
         carried = {k: v for k, v in (current.labels if current else {}).items() if k in CARRIED_LABELS}
 
         name = next_slot(doc["name"], serving, lambda n: self._container(n) is not None)
-        probe = readiness_probe(doc["health"] and doc["health"]["command"])
-        problem = self._start({**create_args(doc, image, carried), "name": name}, probe)
+        args = {**create_args(doc, image, carried, secrets), "name": name}
+        problem = self._release(doc, args, serving) if doc["release"] else None
+        if problem is None:
+            probe = readiness_probe(doc["health"] and doc["health"]["command"])
+            problem = self._start(args, probe)
         if problem is None:
             problem = self._switch(name, port, serving)
         if problem is not None:
@@ -165,6 +183,30 @@ class Redeployer:
                 if "manifest unknown" not in str(e) or time.monotonic() >= deadline:
                     raise
             time.sleep(POLL_INTERVAL)
+
+    def _release(self, doc: dict, args: dict, serving: str) -> str | None:
+        """Run the release command once, in a one-off container of the new image with the app's settings, network
+        and volumes (as `commands.containers.one_off`); what went wrong, with its last lines, if it failed."""
+        name = f"{doc['name']}-release"
+        try:
+            if leftover := self._container(name):
+                leftover.remove(force=True)
+            container = self.client.containers.create(
+                image=args["image"], name=name, command=doc["release"], environment=args["environment"],
+                volumes=args["volumes"], network=args["network"], detach=True,
+            )
+            try:
+                container.start()
+                exited = container.wait(timeout=RELEASE_TIMEOUT)["StatusCode"]
+                tail = container.logs(tail=LOG_LINES).decode(errors="replace").strip()
+            finally:
+                container.remove(force=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:  # a wait can time out
+            return f"release command failed: {first_line(e)}; nothing switched, {serving} still serves"
+        if exited == 0:
+            return None
+        said = f"; its last lines: {' | '.join(tail.splitlines())[:300]}" if tail else ""
+        return f"release command failed (exit {exited}): nothing switched, {serving} still serves{said}"
 
     def _start(self, args: dict, probe: tuple[str, ...]) -> str | None:
         """Start a container from `args` in place of whatever holds its name, and wait until its readiness `probe`

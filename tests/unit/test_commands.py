@@ -1,5 +1,7 @@
 """Every remote command as its exact text, from data: no SSH, no shell."""
 
+import json
+import re
 import subprocess
 
 import pytest
@@ -8,6 +10,7 @@ from dockyard import contract
 from dockyard.commands import containers, engine, facts, files, history, lock, switch
 from dockyard.inventory import Docker
 from dockyard.spec import ContainerSpec, Health, Rendered, Slots
+from roles.webhook import HISTORY_FILE
 
 
 def test_run_container_command_line():
@@ -271,6 +274,7 @@ def test_the_switch_starts_the_other_slot_gates_switches_the_proxy_then_retires_
         "serving=$(sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' /var/lib/dockyard/proxy/app.upstream 2>/dev/null || true)",
         'if [ "$serving" = dockyard-app-blue ] && docker inspect dockyard-app-blue >/dev/null 2>&1; '
         "then slot=dockyard-app-green; else slot=dockyard-app-blue; fi",
+        BEFORE,
         'docker rm --force "$slot" >/dev/null 2>&1 || true',
         "docker network inspect dockyard >/dev/null 2>&1 || docker network create dockyard >/dev/null",
         'docker run --detach --name "$slot" --restart always --network dockyard --stop-timeout 12 '
@@ -281,8 +285,9 @@ def test_the_switch_starts_the_other_slot_gates_switches_the_proxy_then_retires_
         'since=$(date +%s); until timeout 3 docker exec "$slot" sh -c '
         "'wget -q -O /dev/null http://127.0.0.1:8000/healthz' >/dev/null 2>&1; do "
         'if [ $(($(date +%s) - since)) -ge 30 ]; then docker logs --tail 20 "$slot" >&2 2>&1; '
-        'docker rm --force "$slot" >/dev/null; echo "$slot not healthy after 30s, removed; ${serving:-nothing} '
-        'still serves" >&2; exit 1; fi; sleep 0.1; done',
+        f'docker rm --force "$slot" >/dev/null; {history.append("deploy", "reg/app:2", "failure", "not healthy")}; '
+        'echo "$slot not healthy after 30s, removed; ${serving:-nothing} still serves" >&2; exit 1; fi; '
+        'sleep 0.1; done',
         "echo '::switch upstream'",
         'echo "to ${slot}:8000" > /var/lib/dockyard/proxy/app.upstream.dockyard-new && '
         "mv /var/lib/dockyard/proxy/app.upstream.dockyard-new /var/lib/dockyard/proxy/app.upstream",
@@ -292,7 +297,48 @@ def test_the_switch_starts_the_other_slot_gates_switches_the_proxy_then_retires_
         'if [ -n "$serving" ] && [ "$serving" != "$slot" ] && docker inspect "$serving" >/dev/null 2>&1; '
         "then sleep 1; fi",
         RETIRE % '"$slot"',
+        "echo '::switch record'",
+        "after_id=$(docker inspect --format '{{.Image}}' \"$slot\")",
+        history.append("deploy", "reg/app:2", "success", ""),
     ])
+
+
+BEFORE = (
+    "before_id=$(docker inspect --format '{{.Image}}' \"$serving\" 2>/dev/null || true)\n"
+    "before_image=$(docker inspect --format '{{.Config.Image}}' \"$serving\" 2>/dev/null || true)"
+)
+
+
+def test_a_release_command_runs_first_in_a_one_off_container_and_its_failure_switches_nothing():
+    (name, release), (start, _), *_ = switch.phases(APP, "app", "d1g", Slots(8000, release=("flask", "db-upgrade")))
+    assert (name, start) == ("release", "start")
+    assert release == "\n".join([
+        "serving=$(sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' /var/lib/dockyard/proxy/app.upstream 2>/dev/null || true)",
+        BEFORE,
+        "rc=0; out=$(docker rm --force dockyard-app-release >/dev/null 2>/dev/null || true",
+        "docker run --rm --name dockyard-app-release --network dockyard reg/app:2 flask db-upgrade 2>&1) || rc=$?",
+        'if [ "$rc" -ne 0 ]; then',
+        '  printf "%s\\n" "$out" | tail -n 5 >&2',
+        f"  {history.append('deploy', 'reg/app:2', 'failure', 'release command failed')}",
+        '  echo "release command failed (exit $rc): nothing switched, ${serving:-nothing} still serves" >&2; exit 1',
+        "fi",
+    ])
+
+
+def test_an_audit_log_line_written_by_the_shell_is_the_json_the_listener_writes(tmp_path):
+    line = history.append("rollback", "127.0.0.1:5000/app:v1", "success", 'said "$HOME" and \\ `x`')
+    line = line.replace(HISTORY_FILE, str(tmp_path / "history.jsonl")).replace(
+        "/var/lib/dockyard/webhook", str(tmp_path))
+    script = f"serving=dockyard-app-blue; slot=dockyard-app-green; before_id=sha256:1; after_id=sha256:2\n{line}"
+    subprocess.run(["sh", "-eu", "-c", script], check=True)
+    entry = json.loads((tmp_path / "history.jsonl").read_text())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry.pop("started"))
+    assert entry == {
+        "trigger": {"source": "rollback", "tag": "v1"}, "image": "127.0.0.1:5000/app:v1", "result": "success",
+        "reason": 'said "$HOME" and \\ `x`',
+        "before": {"id": "sha256:1", "image": "", "name": "dockyard-app-blue"},
+        "after": {"id": "sha256:2", "image": "127.0.0.1:5000/app:v1", "name": "dockyard-app-green"},
+    }
 
 
 RETIRE = (

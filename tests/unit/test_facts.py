@@ -35,8 +35,9 @@ def test_the_stack_host_is_read_section_by_section():
         "dockyard-app-blue", "dockyard-mirror", "dockyard-proxy", "dockyard-registry", "dockyard-registry-ui",
         "dockyard-webhook"]
     assert host.serving == "dockyard-app-blue"  # what the upstream file names
+    assert host.owners["/etc/dockyard/app/container.json"] == 0  # the user ids of the files the plan writes
     app = host.containers["dockyard-app-blue"]
-    assert (app.role, app.digest, app.running) == ("app", "5384b6fb71bce5d1", True)
+    assert (app.role, app.digest, app.running) == ("app", "69275543e38b3dd7", True)
     assert app.declared_image == "127.0.0.1:5000/flask-hello:deploy-85bc2b6387c4"
     assert host.images[app.declared_image] == app.image_id
     assert app.settings == facts.Settings(
@@ -45,7 +46,7 @@ def test_the_stack_host_is_read_section_by_section():
         mounts=frozenset(),
         network=frozenset({"dockyard"}),
         env=frozenset({"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}),
-        labels=frozenset({"dockyard.role=app", "dockyard.spec=5384b6fb71bce5d1",
+        labels=frozenset({"dockyard.role=app", "dockyard.spec=69275543e38b3dd7",
                           f"dockyard.image={app.declared_image}"}),
         health=(("CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8000/healthz"), 2 * 10**9, 3 * 10**9, 3),
         command=("gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "-k", "gthread", "--threads", "4",

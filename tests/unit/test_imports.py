@@ -24,7 +24,8 @@ from dockyard.environment import Env
 from dockyard.state import HostRecord
 
 root, env_name, inventory_dir, state_dir, fixture, *heavy_names = sys.argv[1:]
-images.local_ids = lambda *refs: {ref: "sha256:" + "1" * 64 for ref in refs}  # no engine in unit tests
+# no engine in unit tests
+images.local_images = lambda *refs: {ref: images.Built(ref, "sha256:" + "1" * 64, cached=True) for ref in refs}
 env = Env.open(Path(root), env_name, inventory_dir, state_dir)
 if env.inventory.provider == "sandbox":  # what provision recorded
     (host,) = env.inventory.hosts

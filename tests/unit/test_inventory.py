@@ -247,3 +247,116 @@ def test_the_app_and_the_proxy_go_together(project):
         project, "provider: sandbox\nhosts: {a: {roles: [app]}}\n")
     assert "hosts.a.roles: the proxy fronts the app on its own host; add app to this host" in error(
         project, "provider: sandbox\nhosts: {a: {roles: [proxy]}}\n")
+
+
+# -- the app's settings, secrets and release command ----------------------------------------------------------
+APP = "provider: sandbox\nhosts: {a: {}}\nservices:\n  app:\n    %s\n"
+
+
+def test_app_settings_secrets_and_release_command_load(project):
+    inv = load(project, APP % """env: {GREETING: Hello, ADMIN_EMAIL: ops@example.com}
+    secrets:
+      SECRET_KEY: generate
+      API_TOKEN: env:ACME_API_TOKEN
+      TLS_KEY: file:secrets/tls.key
+      DATABASE_PASSWORD: {source: "ssm:/acme/prod/db-password", env: true}
+      STRIPE_KEY: secretsmanager:acme/stripe
+    release_command: flask --app app db-upgrade""")
+    app = inv.services.app
+    assert app.env == {"GREETING": "Hello", "ADMIN_EMAIL": "ops@example.com"}
+    assert app.secrets == {
+        "SECRET_KEY": inventory.Secret("generate"),
+        "API_TOKEN": inventory.Secret("env:ACME_API_TOKEN"),
+        "TLS_KEY": inventory.Secret("file:secrets/tls.key"),
+        "DATABASE_PASSWORD": inventory.Secret("ssm:/acme/prod/db-password", env=True),
+        "STRIPE_KEY": inventory.Secret("secretsmanager:acme/stripe"),
+    }
+    assert (app.secrets["DATABASE_PASSWORD"].kind, app.secrets["DATABASE_PASSWORD"].ref) == (
+        "ssm", "/acme/prod/db-password")
+    assert app.release_command == "flask --app app db-upgrade"
+
+
+def test_an_app_without_settings_has_none(project):
+    app = load(project, "provider: sandbox\nhosts: {a: {}}\n").services.app
+    assert (app.env, app.secrets, app.release_command) == ({}, {}, None)
+
+
+@pytest.mark.parametrize("source", ["vault:acme/key", "generate:32", "SSM:/x", "/acme/key"])
+def test_an_unknown_secret_source_lists_the_sources(project, source):
+    message = error(project, APP % f"secrets: {{API_TOKEN: {source!r}}}")
+    assert (f"services.app.secrets.API_TOKEN: {source!r} is not a secret source; use generate, env:NAME, "
+            "file:PATH, ssm:/path or secretsmanager:name") in message
+
+
+@pytest.mark.parametrize("source", ["env:", "file:", "ssm:", "secretsmanager:"])
+def test_a_source_must_name_what_it_reads(project, source):
+    message = error(project, APP % f"secrets: {{API_TOKEN: {source!r}}}")
+    assert f"services.app.secrets.API_TOKEN: {source!r} names nothing; write {source}<what to read>" in message
+
+
+@pytest.mark.parametrize("section", ["env: {%s: x}", "secrets: {%s: generate}"])
+@pytest.mark.parametrize("name", ["api-token", "1ST_KEY", "A B"])
+def test_names_must_be_environment_variable_names(project, section, name):
+    message = error(project, APP % (section % f"{name!r}"))
+    key = section.split(":")[0]
+    assert f"services.app.{key}.{name}: {name!r} is not an environment variable name" in message
+
+
+def test_an_env_source_must_name_a_variable(project):
+    message = error(project, APP % "secrets: {API_TOKEN: env:acme-token}")
+    assert "services.app.secrets.API_TOKEN: env:acme-token is not an environment variable name" in message
+
+
+def test_a_name_is_either_a_setting_or_a_secret(project):
+    message = error(project, APP % "env: {API_TOKEN: x}\n    secrets: {API_TOKEN: generate}")
+    assert "services.app.secrets.API_TOKEN: API_TOKEN is also in services.app.env; a name is either" in message
+
+
+def test_a_file_source_must_not_be_a_folder(project):
+    (project.root / "secrets").mkdir()
+    message = error(project, APP % "secrets: {TLS_KEY: file:secrets}")
+    assert "services.app.secrets.TLS_KEY: file:secrets is a folder; name the file that holds the secret" in message
+
+
+def test_a_missing_secret_file_is_found_when_secrets_are_read_not_when_the_inventory_loads(project):
+    # tasks that read no secrets (hosts, teardown) must work without them
+    app = load(project, APP % "secrets: {TLS_KEY: file:secrets/absent}").services.app
+    assert app.secrets["TLS_KEY"].ref == "secrets/absent"
+
+
+def test_a_setting_must_be_text(project):
+    message = error(project, APP % "env: {WORKERS: 4}")
+    assert 'services.app.env.WORKERS: expected text, got int 4; quote it, e.g. "4"' in message
+
+
+def test_env_exposure_is_true_or_false(project):
+    message = error(project, APP % "secrets: {API_TOKEN: {source: generate, env: 'yes'}}")
+    assert "services.app.secrets.API_TOKEN.env: expected true or false, got text" in message
+
+
+def test_a_secret_mapping_names_its_keys(project):
+    message = error(project, APP % "secrets: {API_TOKEN: {from: generate}}")
+    assert "services.app.secrets.API_TOKEN.from: unknown key; known keys here: source, env" in message
+
+
+def test_settings_are_a_mapping(project):
+    message = error(project, APP % "env: [GREETING=hi]")
+    assert "services.app.env: expected a mapping of names to values, got a list" in message
+
+
+def test_release_command_quotes_must_close(project):
+    message = error(project, APP % """release_command: "flask --app 'app db-upgrade\"""")
+    assert ("services.app.release_command: cannot be split into words (No closing quotation); check its quotes"
+            in message)
+
+
+def test_release_command_is_not_empty(project):
+    message = error(project, APP % "release_command: ' '")
+    assert "services.app.release_command: is empty; give a command" in message
+
+
+def test_app_volumes_are_mounts(project):
+    inv = load(project, APP % 'volumes: ["data:/srv/data", "/srv/uploads:/srv/app/uploads:ro"]')
+    assert inv.services.app.volumes == ("data:/srv/data", "/srv/uploads:/srv/app/uploads:ro")
+    assert "services.app.volumes[0]: 'data' is not a mount; write NAME:/path/in/container" in error(
+        project, APP % 'volumes: ["data"]')

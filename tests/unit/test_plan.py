@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from dockyard import deploy, facts, inventory
-from dockyard.commands import engine, switch
+from dockyard.commands import containers, engine, switch
 from dockyard.images import Built
 from dockyard.inventory import Docker
 from dockyard.plan import RemoteStep, Transfer, make_plan, plan_docker
@@ -416,3 +416,60 @@ def test_the_upstream_file_is_the_app_s_once_the_proxy_has_created_it():
     upstream = next(f for f in proxy.files if f.create_only)
     assert upstream.content == b"to dockyard-app-blue:8000\n"
     assert proxy.digest == replace(proxy, files=tuple(f for f in proxy.files if f is not upstream)).digest
+
+
+# -- the app's settings and secrets ------------------------------------------------------------------------------
+APP_INV = inventory.parse({"provider": "sandbox", "hosts": {"web1": {}}, "services": {"app": {
+    "env": {"GREETING": "Ahoy"}, "secrets": {"API_TOKEN": "env:ACME_TOKEN", "DB": {"source": "generate", "env": True}},
+    "release_command": "flask --app app db-upgrade"}}}, env="t", path=REPO / "inventory" / "t.yml")
+
+
+def app_desired(user: str = "10001:10001", token: str = "tok-1"):
+    target = Target(APP_INV, HOST, False, {"API_TOKEN": token, "DB": "db-1"})
+    built = {**BUILT, "app": replace(BUILT["app"], user=user)}
+    templates = deploy._templates(REPO / "templates")
+    return deploy.resolve(MODULES["app"].declare(target), target, built, templates, SECRETS)
+
+
+def test_the_apps_secrets_belong_to_its_images_user_and_reach_it_as_mounts_and_an_env_file():
+    want = app_desired()
+    assert {f.dest: f.owner for f in want.files} == {
+        "/etc/dockyard/app/container.json": 0, "/etc/dockyard/app/secrets/API_TOKEN": 10001,
+        "/etc/dockyard/app/secrets/DB": 10001, "/etc/dockyard/app/secrets.env": 0,
+    }
+    assert want.container.env == (("GREETING", "Ahoy"),)
+    assert want.container.env_file == "/etc/dockyard/app/secrets.env"
+    assert want.slots.release == ("flask", "--app", "app", "db-upgrade")
+    document = json.loads(next(f for f in want.files if f.dest.endswith("container.json")).content)
+    assert (document["env_file"], document["release"]) == (True, ["flask", "--app", "app", "db-upgrade"])
+    assert "tok-1" not in json.dumps(document) and "db-1" not in json.dumps(document)
+
+
+def app_converged(want) -> facts.HostFacts:
+    """The recorded app container, running exactly what `want` declares, and its files in place."""
+    stack = recorded("stack.txt")
+    apps = {n: replace(c, settings=facts.Settings.declared(containers.container_document(want.container, "app")))
+            for n, c in stack.containers.items() if n.startswith("dockyard-app")}
+    return converged([want], replace(stack, containers=apps, owners={f.dest: f.owner for f in want.files}))
+
+
+def test_a_secret_file_is_written_again_when_the_images_user_changes_and_the_app_is_switched():
+    before = app_desired()
+    host = app_converged(before)
+    assert make_plan("web1", [before], host).roles[0].steps == ()
+    after = app_desired(user="10002")
+    plan = make_plan("web1", [after], replace(host, files={f.dest: f.sha256 for f in after.files}))
+    assert [(s.action, s.target, s.reason) for s in plan.roles[0].steps] == [
+        ("write", "/etc/dockyard/app/secrets/API_TOKEN", "owner changed"),
+        ("write", "/etc/dockyard/app/secrets/DB", "owner changed"),
+        ("switch", "dockyard-app", "config"),
+    ]
+
+
+def test_a_changed_secret_switches_the_app():
+    before, after = app_desired(), app_desired(token="tok-2")
+    plan = make_plan("web1", [after], app_converged(before))
+    assert [(s.action, s.target, s.reason) for s in plan.roles[0].steps] == [
+        ("write", "/etc/dockyard/app/secrets/API_TOKEN", "changed"),
+        ("switch", "dockyard-app", "config"),
+    ]

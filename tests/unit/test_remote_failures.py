@@ -45,6 +45,12 @@ class ScriptedHost(HostConnection):
         self.ran.append(script)
         return next(answer for needle, answer in self.answers if needle in script)
 
+    def follow(self, script, line):
+        status, out, err = self._exec("sh -s", [script.encode()], lambda _: None)
+        for text in (out + err).splitlines():
+            line(text)
+        return status
+
     @contextmanager
     def held(self, script, what, ready, on_line):
         status, out, err = self._exec("sh -s", [script.encode()], None)
@@ -186,7 +192,7 @@ def test_history_and_logs_fail_in_one_line(static, project):
     static(web1=(["proxy", "app", "webhook"], [("history.jsonl", NO_SUDO), ("docker logs", NO_SUDO)]))
     assert one_error_line(run_task(project, app.history)) == (
         f"error: {WHERE}: read the webhook's audit log failed (exit 1): sudo: a password is required")
-    assert one_error_line(run_task(project, app.logs)) == (
+    assert one_error_line(run_task(project, app.webhook_logs)) == (
         f"error: {WHERE}: read the webhook's log failed (exit 1): sudo: a password is required")
 
 

@@ -312,7 +312,7 @@ def test_config_refuses(tmp_path, change, complaint):
 
 def test_app_spec_rendered_by_deploy_becomes_the_same_container(tmp_path):
     doc = redeploy.read_app_spec(rendered(app, tmp_path)["container.json"])
-    args = redeploy.create_args(doc, "127.0.0.1:5000/flask-hello:v2", {SPEC_LABEL: "0123abcd"})
+    args = redeploy.create_args(doc, "127.0.0.1:5000/flask-hello:v2", {SPEC_LABEL: "0123abcd"}, {})
     assert args == {
         "image": "127.0.0.1:5000/flask-hello:v2",
         "name": "dockyard-app",
@@ -338,7 +338,7 @@ def test_every_field_of_a_spec_carries_over():
         volumes=("/srv/data:/data:ro", "named:/cache"), env=(("A", "1"), ("B", "x=y")), command=("gunicorn", "-w", "2"),
         restart="on-failure:3", network="net", health=None, labels=(("team", "web"),),
     )
-    args = redeploy.create_args(containers.container_document(spec, "app"), "new", {})
+    args = redeploy.create_args(containers.container_document(spec, "app"), "new", {}, {})
     assert args["ports"] == {
         "8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8000"}],
         "90/udp": [{"HostIp": "", "HostPort": "9090"}],
@@ -820,7 +820,7 @@ def test_a_health_spec_translates_like_deploys_command_line():
     spec = ContainerSpec(name="dockyard-app", health=Health(8000, "/healthz"))
     doc = containers.container_document(spec, "app")
     line = containers.run_container(spec, "app", "d")
-    check = redeploy.create_args(doc, "img", {})["healthcheck"]
+    check = redeploy.create_args(doc, "img", {}, {})["healthcheck"]
     assert f"--health-interval {check['interval'] // 10**9}s" in line
     assert f"--health-timeout {check['timeout'] // 10**9}s" in line
     assert f"--health-retries {check['retries']}" in line
@@ -873,3 +873,13 @@ def test_a_redeploy_waits_for_a_deploy_holding_the_host_lock_then_gives_up_namin
         "failure", "not redeployed: the host lock stayed held by ops@laptop from 10.0.0.5 (deploy, since "
                    "2026-11-28T04:17:02Z) for 1s; push again once it is free")
     assert fake.images == ["127.0.0.1:5000/flask-hello:v3"] and ran["result"] == "success"
+
+
+def test_the_env_file_gives_the_new_container_its_secret_variables(tmp_path):
+    (tmp_path / "secrets.env").write_text("DATABASE_PASSWORD=pw=with=equals\nAPI_TOKEN=t\n")
+    secrets = redeploy.read_env_file(tmp_path / "secrets.env")
+    assert secrets == {"DATABASE_PASSWORD": "pw=with=equals", "API_TOKEN": "t"}
+    doc = {**containers.container_document(ContainerSpec("dockyard-app", env=(("A", "1"),)), "app")}
+    assert redeploy.create_args(doc, "img", {}, secrets)["environment"] == {"A": "1", **secrets}
+    with pytest.raises(redeploy.SpecError, match="secrets.env: unreadable"):
+        redeploy.read_env_file(tmp_path / "absent" / "secrets.env")

@@ -26,38 +26,46 @@ UBUNTU_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
+CLIENT_CONFIG = Config(retries={"mode": "standard"}, user_agent_extra="dockyard")
+
+
 def connect(inv: Inventory, region: str | None = None) -> Cloud:
     """The environment's clients in `region`, else in the region its AWS configuration names."""
+    aws_session = session(inv, region)
+    return Cloud(inv.env, aws_session.region_name, client(inv, aws_session, "ec2"), client(inv, aws_session, "ssm"))
+
+
+def session(inv: Inventory, region: str | None = None) -> boto3.Session:
+    """The environment's AWS settings: aws.profile and aws.region, else the standard AWS configuration."""
     aws = inv.aws
     # boto3 itself reads AWS_DEFAULT_REGION only; AWS_REGION is what the AWS CLI v2 and other SDKs read.
     region = region or aws.region or os.environ.get("AWS_REGION")
     try:
-        session = boto3.Session(profile_name=aws.profile, region_name=region)
+        aws_session = boto3.Session(profile_name=aws.profile, region_name=region)
     except ProfileNotFound as e:
         fix = f"aws.profile in {inv.path}" if aws.profile else "AWS_PROFILE"
         raise ProviderError(
             f"AWS profile {e.kwargs['profile']!r} is not in your AWS config files; fix {fix}, or create it with "
             f"`aws configure --profile {e.kwargs['profile']}`"
         ) from None
-    region = session.region_name
+    region = aws_session.region_name
     if not region:
         raise ProviderError(
             f"no AWS region chosen; set aws.region in {inv.path}, AWS_REGION, or `region` in your profile's section "
             f"of ~/.aws/config"
         )
-    known = {r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", p)}
+    known = {r for p in aws_session.get_available_partitions() for r in aws_session.get_available_regions("ec2", p)}
     if region not in known:
         close = difflib.get_close_matches(region, sorted(known), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         fix = f"aws.region in {inv.path}" if aws.region else "AWS_REGION or your profile's region"
         raise ProviderError(f"AWS region {region!r} does not exist{hint}; fix {fix}")
-    config = Config(retries={"mode": "standard"}, user_agent_extra="dockyard")
-    return Cloud(
-        inv.env,
-        region,
-        session.client("ec2", endpoint_url=aws.endpoint_url, config=config),
-        session.client("ssm", endpoint_url=aws.endpoint_url, config=config),
-    )
+    return aws_session
+
+
+def client(inv: Inventory, aws_session: boto3.Session, service: str) -> Any:
+    """A client of `service` at the environment's endpoint (aws.endpoint_url, else AWS's own)."""
+    return aws_session.client(service, endpoint_url=inv.aws.endpoint_url, config=CLIENT_CONFIG)
 
 
 class Cloud:
