@@ -16,22 +16,30 @@ if TYPE_CHECKING:
     from dockyard.scan import ScanReport
 
 STATUS_WIDTH = 8
+# Every value any reporter of this process hides; `masked` applies them to the final `error:` line too.
+_HIDDEN: set[str] = set()
+
+
+def masked(text: str) -> str:
+    """`text` with every hidden value replaced, longest first (a secret may contain another)."""
+    for secret in sorted(_HIDDEN, key=len, reverse=True):
+        text = text.replace(secret, "********")
+    return text
 
 
 class Reporter:
     def __init__(self, stream: TextIO | None = None, secrets: tuple[str, ...] = ()):
         self.stream = stream or sys.stdout
-        self.secrets = tuple(s for s in secrets if s)
+        self.hide(*secrets)
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()  # steps reported, by status
 
     def hide(self, *secrets: str) -> None:
-        """Never print these values, whatever line they turn up in."""
-        self.secrets += tuple(s for s in secrets if s)
+        """Never print these values, whatever line they turn up in, the final `error:` line included."""
+        _HIDDEN.update(s for s in secrets if s)
 
     def say(self, text: str) -> None:
-        for secret in self.secrets:
-            text = text.replace(secret, "********")
+        text = masked(text)
         with self._lock:
             print(text, file=self.stream, flush=True)
 

@@ -16,6 +16,7 @@ from invoke.parser import ParserContext
 from dockyard.environment import Env
 from dockyard.errors import DockyardError
 from dockyard.lock import Claim
+from dockyard.report import masked
 
 ENV_HELP = {"env": "environment: inventory/<env>.yml, for every task on the command line (default: config "
                    "dockyard.env, else sandbox)"}
@@ -35,7 +36,7 @@ def task(*args, **kwargs):
             except DockyardError as e:
                 if os.environ.get("DOCKYARD_DEBUG"):
                     raise
-                raise Exit(f"error: {e}", code=1) from None
+                raise Exit(masked(f"error: {e}"), code=1) from None
             except KeyboardInterrupt:
                 raise Exit("interrupted; rerun the same command to converge", code=130) from None
 

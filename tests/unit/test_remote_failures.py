@@ -16,11 +16,12 @@ from pathlib import Path
 import invoke
 import pytest
 
-from dockyard import lock
+from dockyard import cli, lock
 from dockyard.cli import DEFAULT_LOCK_TIMEOUT, app, deploy, registry, scan
 from dockyard.commands.lock import BUSY
 from dockyard.environment import Env
-from dockyard.errors import RemoteFailed
+from dockyard.errors import DockyardError, RemoteFailed
+from dockyard.report import Reporter
 from dockyard.ssh import HostConnection
 from dockyard.state import HostRecord
 from tests.conftest import REPO
@@ -254,3 +255,14 @@ def test_a_failed_scan_is_one_line_and_an_offline_one_its_own_exit_code(static, 
     ended = run_task(project, scan.scan, "nope")
     assert ended.code == 3
     assert ended.message.startswith(f"scan unavailable: {WHERE}: cannot pull aquasec/trivy:0.57.1 on this host")
+
+
+def test_the_error_line_hides_what_the_run_hides():
+    @cli.task
+    def leaky(c):
+        Reporter().hide("s3cr3t-4e1b")
+        raise DockyardError("web1: release command failed (exit 1): token s3cr3t-4e1b refused")
+
+    with pytest.raises(invoke.Exit) as caught:
+        leaky(invoke.Context())
+    assert caught.value.message == "error: web1: release command failed (exit 1): token ******** refused"
