@@ -64,7 +64,7 @@ def status(env: Env) -> list[HostStatus]:
 
 
 def parse_status(host: str, output: str) -> HostStatus:
-    sections = split(output, commands.STATUS_SECTIONS, host)
+    sections = facts.split_sections(output, commands.STATUS_SECTIONS, host, "the status read")
     try:
         now = datetime.datetime.fromtimestamp(int(sections["now"].strip()), datetime.UTC)
         inspected = json.loads(sections["containers"]) if sections["containers"].strip() else []
@@ -97,21 +97,6 @@ def service(inspect: dict, now: datetime.datetime) -> Service:
 def _instant(text: str) -> datetime.datetime:
     """Docker's `2026-11-30T14:35:22.123456789Z` (nanoseconds) to the second."""
     return datetime.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC)
-
-
-def split(output: str, names: tuple[str, ...], host: str) -> dict[str, str]:
-    """`::name` sections, closed by `::end`."""
-    sections: dict[str, list[str]] = {name: [] for name in names}
-    current = None
-    for line in output.splitlines():
-        if line.startswith("::"):
-            current = line[2:].strip()
-            if current == "end":
-                return {name: "\n".join(lines) for name, lines in sections.items()}
-            continue
-        if current in sections:
-            sections[current].append(line)
-    raise StepFailed(f"{host}: the host's answer ended early; rerun, and if it persists run with DOCKYARD_DEBUG=1")
 
 
 # -- logs and one-off commands ----------------------------------------------------------------------------------
@@ -212,8 +197,8 @@ def rollback(env: Env, to: str | None, claim: Claim) -> list[str]:
             conn = stack.enter_context(env.connect(record))
             read = stack.enter_context(lock.held(conn, env.out, claim, commands.rollback_facts(),
                                                  "read the app's history"))
-            plans.append((conn, *_rollback_target(record.name, split(read, commands.ROLLBACK_SECTIONS, record.name),
-                                                  to)))
+            sections = facts.split_sections(read, commands.ROLLBACK_SECTIONS, record.name, "the rollback read")
+            plans.append((conn, *_rollback_target(record.name, sections, to)))
         images = []
         for conn, serving, current, image in plans:
             # deploy's bookkeeping is carried over, as the webhook does: deploy leaves a rolled back app alone until

@@ -7,6 +7,7 @@ community.docker's module_utils compare theirs.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dockyard.commands.facts import ABSENT, RUNNING, SECTIONS, STOPPED
@@ -133,7 +134,7 @@ class HostFacts:
 
 def parse(output: str, where: str) -> HostFacts:
     """The facts read's output as HostFacts; any other bytes raise FactsError naming `where`."""
-    sections = _split(output, where)
+    sections = split_sections(output, SECTIONS, where)
     try:
         docker, version, woken = _docker(sections["docker"])
         return HostFacts(
@@ -171,8 +172,9 @@ def _docker(text: str) -> tuple[str, str | None, tuple[str, int] | None]:
     return state, version or None, (how, int(seconds))
 
 
-def _split(output: str, where: str) -> dict[str, str]:
-    sections = {name: [] for name in SECTIONS}
+def split_sections(output: str, names: Iterable[str], where: str, what: str = "the facts read") -> dict[str, str]:
+    """The `::name` sections of a read from a host, closed by `::end`; `what` names the read if it ended early."""
+    sections: dict[str, list[str]] = {name: [] for name in names}
     current = None
     for line in output.splitlines():
         if line.startswith("::"):
@@ -184,7 +186,7 @@ def _split(output: str, where: str) -> dict[str, str]:
             sections[current].append(line)
     ended = f"in its {current} section" if current else "before its first section"
     raise FactsError(
-        f"{where}: the facts read ended early, {ended}; rerun, and if it persists run with DOCKYARD_DEBUG=1"
+        f"{where}: {what} ended early, {ended}; rerun, and if it persists run with DOCKYARD_DEBUG=1"
     )
 
 
