@@ -61,6 +61,14 @@ SWITCH_SETTLE_SECONDS = 1
 # A starting container is waited for with its readiness probe, run every READY_INTERVAL_S until it passes: Docker's
 # health check says `starting` until its first check, which comes only an interval after the start.
 READY_INTERVAL_S = 0.1
+# A swarm (`cluster: swarm`): the app is the service APP_SERVICE of the stack STACK, on the attachable overlay
+# CLUSTER_NETWORK that the first manager's containers join too, so the proxy resolves `tasks.<service>`. Its nodes
+# pull from the registry's read-only twin, served with TLS from dockyard's CA on the registry host's private
+# address at CLUSTER_REGISTRY_PORT.
+STACK = "dockyard"
+APP_SERVICE = f"{STACK}_app"
+CLUSTER_NETWORK = "dockyard-cluster"
+CLUSTER_REGISTRY_PORT = 5443
 _UPSTREAM = re.compile(r"to ([A-Za-z0-9][A-Za-z0-9_.-]*):([0-9]{1,5})")
 
 

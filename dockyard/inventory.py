@@ -19,9 +19,12 @@ import yaml
 from dockyard.errors import InventoryError
 
 PROVIDERS = ("sandbox", "aws", "static")
+CLUSTERS = ("none", "swarm")
 IMAGE_SOURCES = ("auto", "online", "offline")
 # The deploy order: each service waits for the one before it to be healthy.
 ROLES = ("registry", "mirror", "registry_ui", "proxy", "app", "webhook")
+# A host's place in a swarm rather than a service: `cluster: swarm` makes every host a node, these ones managers.
+MANAGER = "manager"
 UI_KINDS = ("auto", "joxit", "console")
 TLS_CHOICES = ("auto", "internal", "off")
 DOCKER_INSTALL_METHODS = ("apt", "script")
@@ -147,6 +150,7 @@ class App(Service):
     secrets: dict[str, Secret] = field(default_factory=dict)  # name -> where its value comes from
     release_command: str | None = None  # run once per release in a one-off container of the new image
     volumes: tuple[str, ...] = ()  # `volume:/path` or `/host/path:/path[:ro]`, in each of its containers
+    replicas: int | None = None  # `cluster: swarm` only: how many tasks run; default one per host
 
     def ports(self) -> dict[str, int]:
         return {}
@@ -200,6 +204,7 @@ class Inventory:
     provider: str
     hosts: tuple[Host, ...]
     images: str = "auto"
+    cluster: str = "none"  # swarm: the hosts form one Docker Swarm, and the app runs as a replicated service
     ssh: Ssh = field(default_factory=Ssh)
     docker: Docker = field(default_factory=Docker)
     services: Services = field(default_factory=Services)
@@ -209,12 +214,23 @@ class Inventory:
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
 
+    @property
+    def swarm(self) -> bool:
+        return self.cluster == "swarm"
+
+    def managers(self) -> list[Host]:
+        """The swarm's managers, in inventory order: the first one inits the swarm and deploys the stack."""
+        return [h for h in self.hosts if MANAGER in h.roles]
+
+    def replicas(self) -> int:
+        return self.services.app.replicas or len(self.hosts)
+
     def service(self, role: str) -> Service:
         return getattr(self.services, role)
 
     def ports(self, host: Host) -> list[tuple[str, str, int]]:
         """Every port the host's services publish: (role, inventory key, port)."""
-        return [(role, key, port) for role in host.roles for key, port in self.service(role).ports().items()]
+        return [(role, key, port) for role in services_of(host) for key, port in self.service(role).ports().items()]
 
     def open_ports(self, host: Host) -> dict[str, int]:
         """The host's ports the world may reach (those of services with an `open_to` list): name -> port."""
@@ -227,6 +243,11 @@ class Inventory:
         if proxy.tls == "auto":
             return "acme" if proxy.domain and self.provider != "sandbox" else "internal"
         return proxy.tls
+
+
+def services_of(host: Host) -> tuple[str, ...]:
+    """The host's roles that are services, in deploy order."""
+    return tuple(role for role in ROLES if role in host.roles)
 
 
 def port_name(role: str, key: str) -> str:
@@ -344,6 +365,8 @@ def _check(inv: Inventory, fail) -> None:
     _choose(inv.docker.install, DOCKER_INSTALL_METHODS, "docker.install", fail)
     _choose(inv.services.registry_ui.kind, UI_KINDS, "services.registry_ui.kind", fail)
     _choose(inv.sandbox.init, SANDBOX_INITS, "sandbox.init", fail)
+    _choose(inv.cluster, CLUSTERS, "cluster", fail)
+    _check_cluster(inv, fail)
     for role in ROLES:
         service = inv.service(role)
         key = f"services.{role}"
@@ -359,8 +382,8 @@ def _check(inv: Inventory, fail) -> None:
     for host in inv.hosts:
         where = f"hosts.{host.name}"
         for role in host.roles:
-            if role not in ROLES:
-                fail(f"{where}.roles", f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
+            if role not in (*ROLES, MANAGER):
+                fail(f"{where}.roles", f"unknown role {role!r}; roles are: {', '.join((*ROLES, MANAGER))}")
         if len(set(host.roles)) != len(host.roles):
             fail(f"{where}.roles", "lists a role twice")
         seen: dict[int, str] = {}
@@ -398,6 +421,35 @@ def _check(inv: Inventory, fail) -> None:
             for role, key, port in inv.ports(host):
                 if port == 22:
                     fail(f"services.{role}.{key}", "22 is SSH's port on aws hosts; pick another")
+
+
+def _check_cluster(inv: Inventory, fail) -> None:
+    """A swarm: an odd number of managers, and one manager that runs the app's stack with its registry and proxy."""
+    replicas = inv.services.app.replicas
+    if not inv.swarm:
+        if inv.managers():
+            fail(f"hosts.{inv.managers()[0].name}.roles", "manager is a swarm role; set `cluster: swarm` or drop it")
+        if replicas is not None:
+            fail("services.app.replicas", "replicas are for `cluster: swarm`; without it each app host runs one")
+        return
+    if replicas is not None and not 1 <= replicas <= 100:
+        fail("services.app.replicas", f"{replicas} is not a number of app tasks from 1 to 100")
+    managers = inv.managers()
+    if not managers or len(managers) % 2 == 0:
+        fail("hosts", f"a swarm needs 1 or 3 managers, and this one has {len(managers)}: the managers act only while "
+                      f"a majority of them (a quorum) is up, so an even number tolerates no more failures than one "
+                      f"fewer; add `manager` to the roles of 1 or 3 hosts")
+    app_hosts = [h for h in inv.hosts if "app" in h.roles]
+    if len(app_hosts) != 1 or MANAGER not in app_hosts[0].roles or "registry" not in app_hosts[0].roles:
+        fail("hosts", "on a swarm the app is one service, deployed from one manager that also runs the registry its "
+                      "nodes pull from: give exactly one manager the roles app, proxy and registry")
+    for host in inv.hosts:
+        if "webhook" in host.roles and host is not app_hosts[0]:
+            fail(f"hosts.{host.name}.roles", f"the webhook updates the app's service: put it on {app_hosts[0].name}")
+    for i, volume in enumerate(inv.services.app.volumes):
+        if volume.startswith("/"):
+            fail(f"services.app.volumes[{i}]", f"{volume!r} is a host path, which exists on one node of a swarm; use "
+                                               f"a named volume (NAME:/path)")
 
 
 def _check_proxy(inv: Inventory, fail) -> None:

@@ -33,6 +33,11 @@ class HostRecord:
     key: str | None = None  # private key, when the host does not use the environment's key
 
     @property
+    def private_address(self) -> str:
+        """Where the environment's other hosts reach it: its address on their network."""
+        return self.provider.get("ip") or self.address
+
+    @property
     def alias(self) -> str:
         """The name its host key is pinned under: stable even when the address or port changes."""
         return self.name

@@ -61,7 +61,7 @@ def test_a_broken_inventory_stops_before_any_host_with_one_line(project):
     result = project.invoke("t-bad", "deploy", check=False)
     assert result.returncode == 1
     assert result.stderr == f"error: {path}: hosts.web1.roles: unknown role 'db'; roles are: " \
-        "registry, mirror, registry_ui, proxy, app, webhook\n"
+        "registry, mirror, registry_ui, proxy, app, webhook, manager\n"
 
 
 def test_an_unknown_environment_names_the_known_ones(project):
