@@ -166,6 +166,14 @@ def spec_digest(container: ContainerSpec, files: tuple[Rendered, ...]) -> str:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """What a host of a swarm (`cluster: swarm`) declares with."""
+
+    registry: str  # `<address>:<port>` of the registry's TLS twin, where every node pulls the app's image
+    replicas: int  # the app's tasks
+
+
+@dataclass(frozen=True)
 class Target:
     """What a role declares for: one host of one environment."""
 
@@ -173,6 +181,7 @@ class Target:
     host: HostRecord
     online: bool  # images come from a registry (True) or are built from Debian packages (False)
     app_secrets: dict[str, str] = field(default_factory=dict, repr=False)  # the app's secrets, resolved: name -> value
+    cluster: Cluster | None = None  # on a swarm
 
     def publish(self, role: str, inside: dict[str, int]) -> tuple[str, ...]:
         """`--publish` values: each port the inventory gives `role` (by key), to its port `inside` the container.
