@@ -17,26 +17,29 @@ import jinja2
 from dockyard import app_secrets, app_settings, facts, images, lock
 from dockyard.commands import containers
 from dockyard.commands import facts as facts_command
-from dockyard.contract import PUSHED_TAG_PREFIX
+from dockyard.contract import APP_SERVICE, CLUSTER_NETWORK, CLUSTER_REGISTRY_PORT, PUSHED_TAG_PREFIX
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, ImageError
-from dockyard.inventory import ROLES
 from dockyard.lock import Claim
 from dockyard.plan import Plan, make_plan, plan_docker
 from dockyard.runner import Applier
-from dockyard.spec import Desired, Rendered, ResolvedImage, RoleSpec, Target
+from dockyard.spec import Cluster, ContainerSpec, Desired, Rendered, ResolvedImage, RoleSpec, Target
 from dockyard.ssh import STATS, HostConnection
 from dockyard.state import HostRecord
-from roles import MODULES
+from dockyard.swarm import Membership
+from roles import MODULES, host_roles
+from roles import app as app_role
 
 SECRETS = ("registry_http_secret", "webhook_token", "notify_token")
 
 
-def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None) -> list[Plan]:
+def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None, yes: bool = False) -> list[Plan]:
     """Bring every host to what the inventory declares, holding each host's lock for `claim`; without a claim,
-    a dry run: read, plan and print, change nothing. `only` limits the roles (() = Docker alone)."""
+    a dry run: read, plan and print, change nothing. `only` limits the roles (() = Docker alone). On a swarm the
+    hosts join it first; `yes` answers the question before a node is removed from it."""
     started = time.monotonic()
     records = env.hosts()
+    membership = Membership(env, records, swarm_cluster(env, records), yes) if env.inventory.swarm and claim else None
     plans, failures = [], []
     with ThreadPoolExecutor(max_workers=len(records)) as pool:
         # each host's SSH handshake goes on while the hosts are declared here
@@ -45,7 +48,7 @@ def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None)
             desired = declare(env, records, only)
 
             def one_host(record):
-                return _converge_host(env, connecting[record.name].result(), desired[record.name], claim)
+                return _converge_host(env, connecting[record.name].result(), desired[record.name], claim, membership)
 
             for record, future in [(r, pool.submit(one_host, r)) for r in records]:
                 try:
@@ -70,12 +73,14 @@ def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None)
 
 def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = None) -> dict[str, list[Desired]]:
     """What each host should run, by host name: its roles declared, their images built once, files rendered."""
-    roles = {r.name: [role for role in ROLES if role in r.roles and (only is None or role in only)] for r in records}
+    inv = env.inventory
+    roles = {r.name: [role for role in host_roles(r.roles, inv.swarm) if only is None or role in only] for r in records}
     # where images come from matters only to hosts with services; Docker alone needs no local engine
     # read before anything is built or any host touched: a source that cannot be read stops the run here
     secrets = app_secrets.resolve(env) if any("app" in r for r in roles.values()) else {}
-    online = any(roles.values()) and images.resolve_source(env.inventory.images) == "online"
-    targets = [Target(env.inventory, record, online, secrets) for record in records]
+    online = any(roles.values()) and images.resolve_source(inv.images) == "online"
+    cluster = swarm_cluster(env, records) if inv.swarm else None
+    targets = [Target(inv, record, online, secrets, cluster) for record in records]
     specs = {t.host.name: [MODULES[role].declare(t) for role in roles[t.host.name]] for t in targets}
     built = build_images(env, [s for host_specs in specs.values() for s in host_specs], online)
     context = {"secrets": {name: env.secret(name) for name in SECRETS}, "online": online}
@@ -85,17 +90,25 @@ def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = 
     }
 
 
-def read_facts(conn: HostConnection, desired: Sequence[Desired] = ()) -> facts.HostFacts:
+def swarm_cluster(env: Env, records: list[HostRecord]) -> Cluster:
+    """What a swarm's hosts declare with: its registry's TLS twin on the registry host's private address."""
+    address = next(r for r in records if "registry" in r.roles).private_address
+    return Cluster(f"{address}:{CLUSTER_REGISTRY_PORT}", env.inventory.replicas(), env.state.registry_tls(address))
+
+
+def read_facts(conn: HostConnection, desired: Sequence[Desired] = (), swarm: bool = False) -> facts.HostFacts:
     """The host's facts in one round trip, read only: its engine, and the files and containers `desired` declares."""
-    return facts.parse(conn.run(facts_script(conn, desired), what="read facts"), conn.where)
+    return facts.parse(conn.run(facts_script(conn, desired, swarm=swarm), what="read facts"), conn.where)
 
 
-def facts_script(conn: HostConnection, desired: Sequence[Desired] = (), start: bool = False) -> str:
-    """The facts read (tests/fixtures/facts/ holds recorded outputs); `start`: bring a stopped engine up first."""
-    paths = [f.dest for want in desired for f in want.files]
+def facts_script(conn: HostConnection, desired: Sequence[Desired] = (), start: bool = False, swarm: bool = False,
+                 paths: Sequence[str] = ()) -> str:
+    """The facts read (tests/fixtures/facts/ holds recorded outputs); `start`: bring a stopped engine up first;
+    `swarm`: read the node and, on a manager, the swarm; `paths`: files to hash besides the declared ones."""
+    paths = [*paths, *(f.dest for want in desired for f in (*want.files, *filter(None, [want.stack_file])))]
     names = [name for want in desired for name in want.container_names]
     wanted = {i for want in desired for i in (want.image.ref, want.image.image_id) if i}
-    return facts_command.script(conn.record.user, paths, names, sorted(wanted), start)
+    return facts_command.script(conn.record.user, paths, names, sorted(wanted), start, swarm)
 
 
 def _connected(env: Env, record: HostRecord) -> HostConnection:
@@ -104,17 +117,21 @@ def _connected(env: Env, record: HostRecord) -> HostConnection:
     return conn
 
 
-def _converge_host(env: Env, conn: HostConnection, desired: list[Desired], claim: Claim | None) -> Plan:
+def _converge_host(env: Env, conn: HostConnection, desired: list[Desired], claim: Claim | None,
+                   membership: Membership | None) -> Plan:
     record = conn.record
+    swarm = env.inventory.swarm
     with conn:
         if claim is None:
-            plan = _plan(env, record, desired, read_facts(conn, desired))
+            plan = _plan(env, record, desired, read_facts(conn, desired, swarm))
             for role in plan.roles:
                 env.out.step(record.name, role.role, "change" if role.changed else "ok", role.summary)
             for role in plan.unknown:
                 env.out.step(record.name, role, "unknown", "dockerd does not answer; deploy starts it, then plans this")
             return plan
-        with lock.held(conn, env.out, claim, facts_script(conn, desired, start=True), "read facts") as output:
+        trusted = membership.trusted_paths() if membership else ()
+        script = facts_script(conn, desired, start=True, swarm=swarm, paths=trusted)
+        with lock.held(conn, env.out, claim, script, "read facts") as output:
             seen = facts.parse(output, conn.where)
             if seen.docker_woken:
                 how, seconds = seen.docker_woken
@@ -124,10 +141,17 @@ def _converge_host(env: Env, conn: HostConnection, desired: list[Desired], claim
                     env.out.step(record.name, "dockerd", "ok", "was starting: waited until it answered", seconds)
             plan = _plan(env, record, desired, seen)
             with Applier(conn, env.out, env.inventory.services.registry.port) as applier:
-                applier.apply(plan)
+                if membership:  # Docker, then the swarm, then the services
+                    docker, *services = plan.roles
+                    applier.apply_role(record.name, docker)
+                    membership.converge(conn, seen, applier)
+                    for role in services:
+                        applier.apply_role(record.name, role)
+                else:
+                    applier.apply(plan)
                 if plan.unknown:  # half-configured packages kept the engine down: now it runs, read again
-                    seen = facts.parse(conn.run(facts_script(conn, desired, start=True), what="read facts"),
-                                       conn.where)
+                    seen = facts.parse(conn.run(facts_script(conn, desired, start=True, swarm=swarm),
+                                                what="read facts"), conn.where)
                     plan = make_plan(record.name, desired, seen)
                     applier.apply(plan)
     return plan
@@ -159,7 +183,8 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
     else:
         local = built[image.name]
         if image.via_registry and "registry" in target.host.roles:
-            registry = f"127.0.0.1:{target.inventory.services.registry.port}"
+            # the host names its registry 127.0.0.1:<port>; a swarm's nodes pull the stack's image from the twin
+            registry = target.cluster.registry if spec.stack else f"127.0.0.1:{target.inventory.services.registry.port}"
             repository = image.repository or local.ref.split(":")[0]
             tag = PUSHED_TAG_PREFIX + local.ref.split(":")[1]
             resolved = ResolvedImage(
@@ -167,8 +192,10 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
             )
         else:
             resolved = ResolvedImage(local.ref, local.image_id, "ship", local.ref)
-    container = replace(spec.container, image=resolved.ref)
-    release = spec.slots.release if spec.slots else ()
+    # on a swarm the host's containers share the overlay with the stack's tasks
+    network = CLUSTER_NETWORK if target.cluster else spec.container.network
+    container = replace(spec.container, image=resolved.ref, network=network)
+    release = spec.slots.release if spec.slots else spec.stack.release if spec.stack else ()
     values = {
         **context, "inventory": target.inventory, "services": target.inventory.services, "host": target.host,
         "container": containers.container_document(container, spec.role, release), "role": spec.role,
@@ -187,7 +214,28 @@ def resolve(spec: RoleSpec, target: Target, built: dict[str, images.Built], temp
         )
         for f in spec.files
     )
-    return Desired(spec.role, container, resolved, files, spec.reload, spec.slots)
+    stack_file = None
+    if spec.stack:
+        stack_values = {**values, **_stack_values(spec, container, target, files)}
+        stack_file = Rendered(spec.stack.file, templates.get_template(spec.stack.template).render(stack_values)
+                              .encode(), 0o644, False)
+    return Desired(spec.role, container, resolved, files, spec.reload, spec.slots, spec.stack, stack_file)
+
+
+def _stack_values(spec: RoleSpec, container: ContainerSpec, target: Target, files: tuple[Rendered, ...]) -> dict:
+    """What the stack's template adds to a role's values: its image, replicas, named volumes and secrets."""
+    settings = target.inventory.services.app
+    by_dest = {f.dest: f for f in files}
+    secrets = [
+        {"name": name, "key": f"{APP_SERVICE}_{name}_{by_dest[path].sha256[:12]}".lower(), "file": path,
+         "uid": by_dest[path].owner}
+        for name, path in ((n, f"{app_settings.SECRETS_DIR}/{n}") for n in sorted(settings.secrets))
+    ]
+    return {
+        "image": container.image, "replicas": spec.stack.replicas, "service": APP_SERVICE,
+        "volumes": settings.volumes, "secrets": secrets, "env_file": container.env_file,
+        "stop_grace": container.stop_timeout, "monitor": app_role.UPDATE_MONITOR,
+    }
 
 
 def _templates(folder: Path) -> jinja2.Environment:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from dockyard.commands.facts import ABSENT, RUNNING, SECTIONS, STOPPED
+from dockyard.commands.facts import ABSENT, RUNNING, SECTIONS, STOPPED, SWARM_SECTIONS
 from dockyard.contract import IMAGE_LABEL, ROLE_LABEL, SPEC_LABEL, upstream_target
 from dockyard.errors import FactsError
 
@@ -114,6 +114,30 @@ class Seen:
 
 
 @dataclass(frozen=True)
+class Node:
+    """A swarm's node: this host as `docker info` tells it, or one of a manager's `docker node ls`."""
+
+    id: str  # empty while the host is in no swarm
+    hostname: str
+    state: str = ""  # the host's own: inactive | pending | active | error | locked
+    manages: bool = False
+    status: str = ""  # a manager's view: Ready | Down | Unknown
+    availability: str = ""  # Active | Pause | Drain
+
+    @property
+    def member(self) -> bool:
+        return self.state == "active"
+
+
+@dataclass(frozen=True)
+class ServiceSeen:
+    """The app's swarm service, as a manager inspects it."""
+
+    image: str
+    replicas: int
+
+
+@dataclass(frozen=True)
 class HostFacts:
     docker: str = ABSENT  # absent | stopped (installed, not answering) | running
     docker_version: str | None = None  # the daemon's, when it runs
@@ -130,11 +154,14 @@ class HostFacts:
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256
     owners: dict[str, int] = field(default_factory=dict)  # path -> user id
     serving: str = ""  # the app container the proxy's upstream file names; empty when it names none
+    node: Node | None = None  # on a swarm: this host as a node
+    nodes: tuple[Node, ...] = ()  # on a swarm's manager: every node
+    service: ServiceSeen | None = None  # on a swarm's manager: the app's service
 
 
 def parse(output: str, where: str) -> HostFacts:
     """The facts read's output as HostFacts; any other bytes raise FactsError naming `where`."""
-    sections = split_sections(output, SECTIONS, where)
+    sections = split_sections(output, (*SECTIONS, *SWARM_SECTIONS), where)
     try:
         docker, version, woken = _docker(sections["docker"])
         return HostFacts(
@@ -152,6 +179,9 @@ def parse(output: str, where: str) -> HostFacts:
             files={path: digest for digest, path in _pairs(sections["files"], "  ")},
             owners={path: int(uid) for uid, path in _pairs(sections["owners"], " ")},
             serving=(upstream_target(sections["upstream"]) or ("",))[0],
+            node=_node(sections["swarm"]),
+            nodes=tuple(_listed_node(line) for line in sections["nodes"].splitlines() if line.strip()),
+            service=next((_service(s) for s in _json_list(sections["service"])), None),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise FactsError(f"{where}: the facts read returned what it cannot parse ({type(e).__name__}: {e}); "
@@ -170,6 +200,28 @@ def _docker(text: str) -> tuple[str, str | None, tuple[str, int] | None]:
     if how not in ("started", "waited"):
         raise ValueError(f"docker section {text!r}")
     return state, version or None, (how, int(seconds))
+
+
+def _node(text: str) -> Node | None:
+    """`state id manages`, then the host name; nothing when the read was not a swarm's."""
+    lines = text.splitlines()
+    if not lines:
+        return None
+    state, node_id, manages = (lines[0].split() + ["", "", ""])[:3]
+    return Node(node_id, lines[1].strip(), state, manages == "true")
+
+
+def _listed_node(line: str) -> Node:
+    node_id, hostname, status, availability = line.split()[:4]
+    return Node(node_id.rstrip("*"), hostname, status=status, availability=availability)
+
+
+def _service(inspect: dict) -> ServiceSeen:
+    spec = inspect["Spec"]
+    return ServiceSeen(
+        image=spec["TaskTemplate"]["ContainerSpec"]["Image"],
+        replicas=spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0),
+    )
 
 
 def split_sections(output: str, names: Iterable[str], where: str, what: str = "the facts read") -> dict[str, str]:

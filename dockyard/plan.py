@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from dockyard.commands import containers, engine, files, switch
+from dockyard.commands import containers, engine, files, swarm, switch
 from dockyard.commands.facts import ABSENT, RUNNING, STOPPED
-from dockyard.contract import slot_names
-from dockyard.facts import HostFacts, Seen
+from dockyard.contract import STACK, slot_names
+from dockyard.facts import HostFacts, Node, Seen
 from dockyard.inventory import Docker
-from dockyard.spec import Desired
+from dockyard.spec import Desired, Rendered
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     elif image.delivery == "pull":
         yield RemoteStep(want.role, "pull", image.ref, "missing on host", containers.pull(image.ref))
         image_changing = True
-    elif image.image_id in host_ids:
+    elif image.image_id in host_ids and not want.stack:  # a stack's image must be in the registry, for every node
         yield RemoteStep(want.role, "tag", image.ref, "image present under another name",
                          containers.tag(image.image_id, image.ref))
     elif image.delivery == "ship":
@@ -168,6 +168,9 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     if want.slots:
         yield from _slot_steps(want, facts, changes)
         return
+    if want.stack:
+        yield from _stack_steps(want, facts, image_changing)
+        return
     current = facts.containers.get(spec.name)
     create = f"{containers.ensure_network(spec.network)}\n{containers.run_container(spec, want.role, want.digest)}"
     wait = RemoteStep(want.role, "wait", spec.name, "healthy", containers.wait_healthy(spec.name, spec.health))
@@ -185,6 +188,53 @@ def _role_steps(want: Desired, facts: HostFacts, delivered: set[str]):
     elif rewritten:  # a role that reloads its files in place (without one, rewritten files recreate it above)
         yield RemoteStep(want.role, "reload", spec.name, "files rewritten",
                          containers.run_inside(spec.name, want.reload))
+
+
+def _stack_steps(want: Desired, facts: HostFacts, image_changing: bool):
+    """A swarm's service: the stack file on the host is the one the swarm last accepted. A different one, a missing
+    service or replicas scaled by hand are a `docker stack deploy`, which the step waits on. A webhook's newer image
+    still counts as declared, as for a container."""
+    stack, service = want.stack_file, facts.service
+    reasons = []
+    if service is None:
+        reasons.append("missing")
+    else:
+        if facts.files.get(stack.dest) != stack.sha256:
+            reasons.append("stack changed")
+        if service.replicas != want.stack.replicas:
+            reasons.append(f"drift: replicas {service.replicas}")
+    if image_changing and not reasons:
+        reasons.append("image")
+    if reasons:
+        yield RemoteStep(want.role, "deploy", f"stack {STACK}", ", ".join(reasons),
+                         swarm.deploy(want.container, stack, want.stack.release))
+
+
+def swarm_steps(facts: HostFacts, trust: Rendered, init: str | None = None,
+                join: tuple[str, str, str] | None = None) -> RolePlan:
+    """A node's membership: the registry's CA trusted, then the swarm inited (`init`: the first manager's address)
+    or joined (`join`: token, the first manager's address, this host's), as the caller decided from the facts."""
+    steps = []
+    if facts.files.get(trust.dest) != trust.sha256:
+        steps.append(RemoteStep("swarm", "write", trust.dest, "trust the registry's CA", files.write_file(trust)))
+    if init:
+        steps.append(RemoteStep("swarm", "init", f"swarm at {init}", "in no swarm", swarm.init(init)))
+    if join:
+        token, manager, address = join
+        steps.append(RemoteStep("swarm", "join", f"swarm of {manager}", "in no swarm or another one",
+                                swarm.join(token, manager, address)))
+    return RolePlan("swarm", tuple(steps))
+
+
+def node_removals(nodes: tuple[Node, ...], ids: set[str], hostnames: set[str],
+                  rejoined: set[str]) -> tuple[list[Node], list[Node]]:
+    """Of a manager's `nodes`, (stale, gone): entries an inventory host left behind (it joined again now, or its
+    entry is down while it is in under another id), and nodes of hosts no longer in the inventory. `ids`: the node
+    ids of the inventory's hosts in the swarm; `hostnames`: their host names; `rejoined`: those that joined now."""
+    others = [n for n in nodes if n.id not in ids]
+    stale = [n for n in others if n.hostname in hostnames and (n.hostname in rejoined or n.status != "Ready")]
+    gone = [n for n in others if n.hostname not in hostnames]
+    return stale, gone
 
 
 def _slot_steps(want: Desired, facts: HostFacts, changes: Callable[[Seen], list[str]]):

@@ -11,6 +11,7 @@ from dockyard import contract
 from dockyard.contract import DOCKER_STOP_TIMEOUT
 
 if TYPE_CHECKING:
+    from dockyard.certificates import RegistryTls
     from dockyard.inventory import Inventory
     from dockyard.state import HostRecord
 
@@ -93,6 +94,18 @@ class Slots:
 
 
 @dataclass(frozen=True)
+class Stack:
+    """A service the swarm runs from a compose file (`templates/stack/`), instead of one container on its host.
+    The file on the host is what the swarm last accepted: it is replaced only once `docker stack deploy` has
+    converged, so a failed change is tried again by the next deploy."""
+
+    file: str  # where it lives on the host
+    template: str
+    replicas: int
+    release: tuple[str, ...] = ()  # as `Slots.release`: run before each change, a failure changes nothing
+
+
+@dataclass(frozen=True)
 class RoleSpec:
     role: str
     image: Image
@@ -100,6 +113,7 @@ class RoleSpec:
     files: tuple[File, ...] = ()
     reload: tuple[str, ...] = ()  # run in the container to apply changed files; none: changed files recreate it
     slots: Slots | None = None
+    stack: Stack | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,8 @@ class Desired:
     files: tuple[Rendered, ...] = field(default=())
     reload: tuple[str, ...] = ()
     slots: Slots | None = None
+    stack: Stack | None = None
+    stack_file: Rendered | None = None  # the stack's compose file, rendered
 
     @property
     def container_names(self) -> tuple[str, ...]:
@@ -171,6 +187,7 @@ class Cluster:
 
     registry: str  # `<address>:<port>` of the registry's TLS twin, where every node pulls the app's image
     replicas: int  # the app's tasks
+    tls: RegistryTls = field(repr=False)  # the twin's certificate, and the CA every node trusts it by
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,13 @@ import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+if TYPE_CHECKING:
+    from dockyard.certificates import RegistryTls
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,17 @@ class State:
 
     def secret_values(self) -> list[str]:
         return list(self._read_json("secrets.json", {}).values())
+
+    def registry_tls(self, address: str) -> RegistryTls:
+        """The swarm registry's certificate for `address` and the CA that signed it, made the first time."""
+        from dockyard import certificates  # x509 is for swarms only
+
+        name = f"registry-tls-{address}.json"
+        data = self._read_json(name, None)
+        if data is None:
+            data = certificates.issue(self.env, address).as_dict()
+            self._write(name, json.dumps(data, indent=2) + "\n", secret=True)
+        return certificates.RegistryTls(**data)
 
     # -- keys --------------------------------------------------------------------------------------------
     def ensure_key(self) -> Path:

@@ -29,9 +29,11 @@ def declare(target: Target) -> RoleSpec:
         files=(
             # folders are mounted, not files: deploy replaces files atomically, which a file mount would miss
             File(f"{CONFIG_DIR}/Caddyfile", template="proxy/Caddyfile.j2", values=_caddyfile_values(target)),
-            # Caddy refuses to start without the file it imports; the app's first deploy starts in this slot
-            File(UPSTREAM_FILE, content=contract.upstream_line(contract.slot_names(app.NAME)[0], app.CONTAINER_PORT),
-                 create_only=True),
+            # Caddy refuses to start without the file it imports; the app's first deploy starts in this slot. A
+            # swarm's proxy finds the app's tasks by name instead.
+            *(() if target.cluster else (File(
+                UPSTREAM_FILE, content=contract.upstream_line(contract.slot_names(app.NAME)[0], app.CONTAINER_PORT),
+                create_only=True),)),
         ),
         # a changed Caddyfile is applied in place: the front door stays open
         reload=contract.PROXY_RELOAD,
@@ -64,6 +66,9 @@ def _caddyfile_values(target: Target) -> tuple[tuple[str, str], ...]:
         ("default_sni", settings.domain or target.host.address),
         ("https_suffix", "" if settings.https_port == 443 else f":{settings.https_port}"),
         ("upstream", f"{UPSTREAM_MOUNT}/{contract.UPSTREAM_NAME}"),
+        # a swarm's app: every task's address, which Docker's DNS gives for tasks.<service> (endpoint_mode dnsrr)
+        ("tasks", f"tasks.{contract.APP_SERVICE}" if target.cluster else ""),
+        ("app_port", str(app.CONTAINER_PORT)),
         ("webhook", f"{webhook.NAME}:{webhook.CONTAINER_PORT}" if "webhook" in target.host.roles else ""),
         ("health_port", str(HEALTH_PORT)),
     )

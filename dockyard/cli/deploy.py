@@ -8,11 +8,13 @@ from dockyard.inventory import ROLES
 DRY_RUN_HELP = {"dry_run": "print what would change, change nothing (takes no lock)"}
 
 
-@task(name="all", default=True, help={**DRY_RUN_HELP, **LOCK_HELP})
-def deploy(c, env=None, dry_run=False, lock_timeout=None):
+@task(name="all", default=True, help={
+    **DRY_RUN_HELP, **LOCK_HELP, "yes": "on a swarm, remove nodes no longer in the inventory without asking",
+})
+def deploy(c, env=None, dry_run=False, lock_timeout=None, yes=False):
     """Converge the whole stack on every host: registry, mirror, UI, proxy, app, webhook."""
     env = open_env(c, env)
-    deployment.converge(env, None if dry_run else claim(c, "deploy", lock_timeout))
+    deployment.converge(env, None if dry_run else claim(c, "deploy", lock_timeout), yes=yes)
     if not dry_run:
         print_services(env)
 
@@ -47,7 +49,7 @@ def print_services(env) -> None:
     rows = []
     for record in env.hosts():
         door = front_door.url(env.inventory, record)
-        rows += [(record.name, role, service_url(env, record, role, door)) for role in record.roles]
+        rows += [(record.name, role, service_url(env, record, role, door)) for role in record.roles if role in ROLES]
     env.out.table(("host", "service", "url"), rows)
 
 

@@ -7,6 +7,7 @@ import shlex
 
 from dockyard.commands import docker
 from dockyard.contract import (
+    CLUSTER_NETWORK,
     DOCKER_STOP_TIMEOUT,
     IMAGE_LABEL,
     READY_INTERVAL_S,
@@ -105,7 +106,10 @@ def run_inside(name: str, command: tuple[str, ...]) -> str:
 
 
 def ensure_network(name: str = NETWORK) -> str:
-    return f"{docker('network', 'inspect', name)} >/dev/null 2>&1 || {docker('network', 'create', name)} >/dev/null"
+    """The network, created when missing: a swarm's is an overlay that plain containers may join too."""
+    driver = ("--driver", "overlay", "--attachable") if name == CLUSTER_NETWORK else ()
+    return (f"{docker('network', 'inspect', name)} >/dev/null 2>&1 || "
+            f"{docker('network', 'create', *driver, name)} >/dev/null")
 
 
 def pull(ref: str) -> str:

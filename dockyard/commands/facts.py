@@ -14,12 +14,17 @@ import shlex
 
 from dockyard.commands.engine import DOCKERD_MARK, GUARD_MARK, GUARD_UNIT, LOOPBACK_GUARD, START_DOCKERD
 from dockyard.commands.lock import LOCK_FD
-from dockyard.contract import HOST_UPSTREAM_FILE, ROLE_LABEL
+from dockyard.contract import APP_SERVICE, HOST_UPSTREAM_FILE, ROLE_LABEL
 
 SECTIONS = (
     "docker", "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files",
     "owners", "upstream",
 )
+# On a swarm (`script(swarm=True)`), also: the node's state and id, whether it manages, its host name; a manager's
+# view of the nodes, and the app's service.
+SWARM_SECTIONS = ("swarm", "nodes", "service")
+NODE_STATE = "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Swarm.ControlAvailable}}"
+NODE_LINE = "{{.ID}} {{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}}"
 ABSENT, STOPPED, RUNNING = "absent", "stopped", "running"
 DAEMON_WAIT = 60  # seconds a read that starts the engine waits for it to answer
 ENGINE_STATE = (
@@ -29,7 +34,8 @@ ENGINE_STATE = (
 )
 
 
-def script(user: str, paths: list[str], names: list[str], images: list[str] = (), start: bool = False) -> str:
+def script(user: str, paths: list[str], names: list[str], images: list[str] = (), start: bool = False,
+           swarm: bool = False) -> str:
     """`paths`: the files whose hashes to read; `names`: containers to inspect even without dockyard's labels;
     `images`: the image refs and ids to look for; `start`: bring a stopped engine up before reading (deploy), or only
     look (plan). The images are looked for in the background meanwhile: each `docker` command starts a client."""
@@ -58,7 +64,16 @@ echo ::images;{show}
 echo ::files; sha256sum {files} 2>/dev/null || true
 echo ::owners; stat -c '%u %n' {files} 2>/dev/null || true
 echo ::upstream; cat {HOST_UPSTREAM_FILE} 2>/dev/null || true
-echo ::end"""
+{_swarm() if swarm else ""}echo ::end"""
+
+
+def _swarm() -> str:
+    """The node's `state id manages` and host name; on a manager, the nodes and the app's service."""
+    return f"""node=$(docker info --format '{NODE_STATE}' 2>/dev/null || true)
+echo ::swarm; echo "$node"; hostname
+echo ::nodes; case $node in *' true') docker node ls --format '{NODE_LINE}' ;; esac
+echo ::service; case $node in *' true') docker service inspect {APP_SERVICE} 2>/dev/null || true ;; esac
+"""
 
 
 def _start() -> str:

@@ -8,22 +8,23 @@ from __future__ import annotations
 import shlex
 
 from dockyard.commands import docker, history
+from dockyard.commands.containers import ensure_network
+from dockyard.commands.files import write_file
+from dockyard.commands.switch import run_release
 from dockyard.contract import APP_SERVICE, CLUSTER_NETWORK, STACK
+from dockyard.spec import ContainerSpec, Rendered
 
 SWARM_PORT = 2377
 UPDATE_POLL_S = 0.5
+UPDATE_TIMEOUT = 180  # seconds a stack change may take to converge, each task's health check and monitor included
 # `docker service inspect` of the app's service: its rolling update's state, and when that update started
 UPDATE_STATE = "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"
 UPDATE_STARTED = "{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}"
 
 
 def init(address: str) -> str:
-    """Make this host the swarm's first manager, advertising `address` to the others, and create the overlay the
-    app host's containers and the app's tasks share."""
-    return "\n".join([
-        f"{docker('swarm', 'init', '--advertise-addr', address)} >/dev/null",
-        f"{docker('network', 'create', '--driver', 'overlay', '--attachable', CLUSTER_NETWORK)} >/dev/null",
-    ])
+    """Make this host the swarm's first manager, advertising `address` to the others."""
+    return f"{docker('swarm', 'init', '--advertise-addr', address)} >/dev/null"
 
 
 def join_tokens() -> str:
@@ -51,6 +52,20 @@ def remove_node(node: str, drain: bool) -> str:
     lines.append(f"{docker('node', 'demote', node)} >/dev/null 2>&1 || true")
     lines.append(f"{docker('node', 'rm', '--force', node)} >/dev/null")
     return "\n".join(lines)
+
+
+def deploy(spec: ContainerSpec, stack: Rendered, release: tuple[str, ...], timeout: int = UPDATE_TIMEOUT) -> str:
+    """Change the app's service to `stack`: the release command first, if any (a failure changes nothing), then
+    `deploy_stack`. The file takes its place on the host only once the swarm has converged on it."""
+    candidate = Rendered(f"{stack.dest}.next", stack.content, stack.mode, stack.secret)
+    failed = f"release command failed (exit $rc): {APP_SERVICE} was not changed"
+    return "\n".join([
+        ensure_network(CLUSTER_NETWORK),
+        write_file(candidate),
+        *([run_release(spec, release, "deploy", failed)] if release else []),
+        deploy_stack(candidate.dest, spec.image, timeout),
+        f"mv {shlex.quote(candidate.dest)} {shlex.quote(stack.dest)}",
+    ])
 
 
 def deploy_stack(stack_file: str, image: str, timeout: int, source: str = "deploy") -> str:
@@ -85,7 +100,7 @@ def converge(change: str, image: str, timeout: int, source: str) -> str:
     return f"""since=$(date +%s); tasks=$({inspect('{{json .Spec.TaskTemplate}}')} || true)
 serving={service}; before_image=$({inspect('{{.Spec.TaskTemplate.ContainerSpec.Image}}')} || true)
 {change}
-[ "$({inspect('{{json .Spec.TaskTemplate}}')})" = "$tasks" ] && rolling= || rolling=yes
+rolling=; if [ -n "$tasks" ] && [ "$({inspect('{{json .Spec.TaskTemplate}}')})" != "$tasks" ]; then rolling=yes; fi
 outcome=; why=
 while [ -z "$outcome" ]; do
   state=

@@ -26,6 +26,19 @@ def release_container(spec: ContainerSpec) -> str:
     return f"{spec.name}-release"
 
 
+def run_release(spec: ContainerSpec, words: tuple[str, ...], source: str, failed: str) -> str:
+    """Run the release command in a one-off container of the new image; on a failure, print its last lines and
+    `failed`, record it in the audit log as from `source`, and exit."""
+    return "\n".join([
+        f"rc=0; out=$({one_off(spec, release_container(spec), words)} 2>&1) || rc=$?",
+        'if [ "$rc" -ne 0 ]; then',
+        f'  printf "%s\\n" "$out" | tail -n {RELEASE_LINES} >&2',
+        f"  {history.append(source, spec.image, 'failure', 'release command failed')}",
+        f'  echo "{failed}" >&2; exit 1',
+        "fi",
+    ])
+
+
 def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: int = 90, source: str = "deploy",
            declared: str | None = None) -> list[tuple[str, str]]:
     """The switch's phases in order, (name, command), sharing one shell's variables. Each outcome is appended to
@@ -40,14 +53,7 @@ def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: i
     ])
     failed = "release command failed (exit $rc): nothing switched, ${serving:-nothing} still serves"
     release = [] if not slots.release else [("release", "\n".join([
-        read_serving(slots.upstream),
-        before,
-        f"rc=0; out=$({one_off(spec, release_container(spec), slots.release)} 2>&1) || rc=$?",
-        'if [ "$rc" -ne 0 ]; then',
-        f'  printf "%s\\n" "$out" | tail -n {RELEASE_LINES} >&2',
-        f"  {history.append(source, spec.image, 'failure', 'release command failed')}",
-        f'  echo "{failed}" >&2; exit 1',
-        "fi",
+        read_serving(slots.upstream), before, run_release(spec, slots.release, source, failed),
     ]))]
     return [
         *release,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import socket
 import time
 
 import docker.errors
+import docker.types
 
 from dockyard import images
 from dockyard.environment import Env
@@ -30,6 +32,10 @@ SSH_WAIT_SECONDS = 60
 # engine the ports it publishes by itself: a port chosen here stays free while its host is stopped.
 HOST_PORTS = range(20000, 32768)
 START_ATTEMPTS = 3  # another run may take a chosen port between the choice and the start
+# A swarm's hosts get fixed addresses, since a manager's advertise address must not change: its network gets a
+# subnet of its own from this range, and the hosts the first free addresses from FIRST_HOST_ADDRESS on.
+SWARM_SUBNETS = ipaddress.ip_network("10.213.0.0/16")
+FIRST_HOST_ADDRESS = 10
 
 
 class Engine:
@@ -91,7 +97,8 @@ class Engine:
         ports = [22, *sorted(self.env.inventory.open_ports(host).values())]
         for attempt in range(1, START_ATTEMPTS + 1):
             published = dict(zip(ports, _free_ports(client, len(ports)), strict=True))
-            created = self._create_container(client, host, image, network, public_key, published)
+            address = self._free_address(client, network) if self.env.inventory.swarm else None
+            created = self._create_container(client, host, image, network, public_key, published, address)
             try:
                 client.api.start(created)
                 return client.containers.get(created)
@@ -104,7 +111,7 @@ class Engine:
                     ) from None
 
     def _create_container(self, client, host: Host, image: str, network: str, public_key: str,
-                          published: dict[int, int]) -> str:
+                          published: dict[int, int], address: str | None) -> str:
         init = self.env.inventory.sandbox.init
         host_config = client.api.create_host_config(
             port_bindings={f"{port}/tcp": ("127.0.0.1", local) for port, local in published.items()},
@@ -128,6 +135,9 @@ class Engine:
                 environment={"SSH_AUTHORIZED_KEY": public_key},
                 ports=list(published),
                 host_config=host_config,
+                networking_config=address and client.api.create_networking_config(
+                    {network: client.api.create_endpoint_config(ipv4_address=address)}
+                ),
                 **(SYSTEMD_CONTAINER if init == "systemd" else {}),
             )["Id"]
         except docker.errors.APIError as e:
@@ -137,8 +147,29 @@ class Engine:
         name = f"dockyard-{self.sandbox.project}-{self.env.name}"
         # the engine's name filter matches substrings: dockyard-t-rel would find dockyard-t-release
         if not any(n.name == name for n in client.networks.list(names=[name])):
-            client.networks.create(name, labels=self.sandbox.labels())
+            ipam = None
+            if self.env.inventory.swarm:
+                subnet = str(_free_subnet(client))
+                ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+            client.networks.create(name, labels=self.sandbox.labels(), ipam=ipam)
         return name
+
+    def _free_address(self, client, network: str) -> str:
+        """The first address of the network's subnet that no host of the environment holds, running or not."""
+        config = client.networks.get(network).attrs["IPAM"]["Config"] or [{}]
+        if "Subnet" not in config[0]:
+            raise ProviderError(
+                f"sandbox network {network} was made without a subnet of its own, before `cluster: swarm`: run "
+                f"`invoke teardown` then `invoke provision` to give the hosts fixed addresses"
+            )
+        selector = {"label": [f"{key}={value}" for key, value in self.sandbox.labels().items()]}
+        held = {
+            (settings.get("IPAMConfig") or {}).get("IPv4Address")
+            for container in client.containers.list(all=True, filters=selector)
+            for settings in (container.attrs["NetworkSettings"]["Networks"] or {}).values()
+        }
+        hosts = list(ipaddress.ip_network(config[0]["Subnet"]).hosts())[FIRST_HOST_ADDRESS - 1:]
+        return str(next(a for a in hosts if str(a) not in held))
 
     def _ensure_volume(self, client, host: str) -> str:
         name = f"{self.sandbox.container_name(host)}-docker"
@@ -164,6 +195,20 @@ def _free_ports(client, count: int) -> list[int]:
         if port not in held and port not in chosen and _bindable(port):
             chosen.append(port)
     return chosen
+
+
+def _free_subnet(client) -> ipaddress.IPv4Network:
+    """A /24 of SWARM_SUBNETS that no network of the engine overlaps."""
+    taken = [
+        ipaddress.ip_network(pool["Subnet"])
+        for network in client.networks.list(greedy=True)
+        for pool in (network.attrs.get("IPAM") or {}).get("Config") or []
+        if "Subnet" in pool and ":" not in pool["Subnet"]
+    ]
+    for subnet in SWARM_SUBNETS.subnets(new_prefix=24):
+        if not any(subnet.overlaps(t) for t in taken):
+            return subnet
+    raise ProviderError(f"no /24 of {SWARM_SUBNETS} is free on this Docker engine for a swarm's sandbox network")
 
 
 def _bindable(port: int) -> bool:
