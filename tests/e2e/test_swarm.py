@@ -168,3 +168,27 @@ def test_a_stopped_worker_s_tasks_start_again_on_the_others(swarm):
         assert swarm.says() == swarm.answer(swarm.version)
     finally:
         host.start()
+
+
+def test_a_host_that_left_the_swarm_is_joined_again_and_its_old_entry_removed(swarm):
+    with swarm.env.connect(swarm.records["node2"]) as conn:
+        conn.run("docker swarm leave --force >/dev/null")
+    result = swarm.invoke("deploy")
+    assert re.search(r"node2 +swarm +changed .*join swarm of ", result.stdout), result.stdout
+    assert re.search(r"node1 +nodes +changed .*remove node2 \(joined again\)", result.stdout), result.stdout
+    nodes = swarm.manager("docker node ls --format '{{.Hostname}} {{.Status}}'").split("\n")
+    assert sorted(n for n in nodes if n) == ["node1 Ready", "node2 Ready", "node3 Ready"]
+    assert "no changes (" in swarm.invoke("deploy").stdout
+
+
+def test_a_host_removed_from_the_inventory_is_drained_and_removed_after_a_question(swarm):
+    swarm.project.inventory(ENV, INVENTORY.replace("  node3: {roles: []}\n", ""))
+    refused = swarm.invoke("deploy", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr == ("error: remove node3 from the swarm (not in the inventory; its tasks move to the other "
+                              "nodes)? needs confirmation; pass --yes to proceed without a terminal\n")
+    assert "node3" in swarm.manager("docker node ls --format '{{.Hostname}}'")
+    removed = swarm.invoke("deploy", "--yes")
+    assert re.search(r"node1 +nodes +changed .*remove node3 \(not in the inventory\)", removed.stdout), removed.stdout
+    assert sorted(swarm.manager("docker node ls --format '{{.Hostname}}'").split()) == ["node1", "node2"]
+    assert sorted(set(swarm.running_nodes())) == ["node1", "node2"] and len(swarm.running_nodes()) == REPLICAS
