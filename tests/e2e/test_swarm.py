@@ -20,7 +20,7 @@ import requests
 from dockyard import front_door
 from dockyard.contract import APP_SERVICE
 from tests.e2e.helpers import set_app_version, wait_for
-from tests.e2e.load import Load
+from tests.e2e.load import under_load
 
 ENV = "t-swarm"
 REPLICAS = 3
@@ -78,19 +78,7 @@ class Swarm:
         return requests.get(f"{self.url}/", verify=str(self.ca), timeout=10).text
 
     def under_load(self, what: str, operation):
-        load = Load(f"{self.url}/", total=10**6, threads=6, ca_file=self.ca, pause=0.05).start()
-        started = time.monotonic()
-        try:
-            result = operation()
-        finally:
-            took = time.monotonic() - started
-            load.finish(LOAD_REQUESTS)
-        answers = ", ".join(f"{n}x {text.strip()!r}" for text, n in sorted(load.answers.items()))
-        print(f"\n{what}: {took:.1f}s; {load.done} requests in {load.seconds:.1f}s, {len(load.failures)} failed, "
-              f"{load.retried} sent again after the proxy closed a kept-alive connection; answers: {answers}")
-        assert load.failures == [], load.failures[:5]
-        assert load.done >= LOAD_REQUESTS
-        return load, result
+        return under_load(what, f"{self.url}/", self.ca, operation, LOAD_REQUESTS, threads=6)
 
 
 @pytest.fixture(scope="module")
