@@ -158,6 +158,13 @@ def test_a_stopped_worker_s_tasks_start_again_on_the_others(swarm):
                          timeout=120, interval=1)
         print(f"\nnode3 stopped: {REPLICAS} tasks running again on {nodes} after {time.monotonic() - started:.1f}s")
         assert swarm.says() == swarm.answer(swarm.version)
+        # a deploy meanwhile fails at once, naming the host it cannot reach, and changes nothing on the others
+        started = time.monotonic()
+        result = swarm.invoke("deploy", check=False)
+        assert result.returncode == 1 and time.monotonic() - started < 60
+        assert result.stderr.startswith("error: 2 of 3 hosts failed:"), result.stderr
+        assert "node3: " in result.stderr and "node1: node3 did not join the swarm" in result.stderr, result.stderr
+        assert " changed " not in result.stdout, result.stdout
     finally:
         host.start()
 
