@@ -105,7 +105,7 @@ def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_hos
     assert records[0].provider == {
         "instance_id": web1["InstanceId"], "region": "us-east-1", "public_dns": web1["PublicDnsName"],
         "public_ip": ip, "ip": web1["PrivateIpAddress"], "security_group": group["GroupId"],
-        "key_pair": "dockyard-t-aws",
+        "key_pair": "dockyard-t-aws", "cluster": "none",
     }
     assert records[0].private_address == web1["PrivateIpAddress"] != ip
     assert env.state.hosts() == records == Aws(env).hosts()
@@ -450,8 +450,14 @@ def test_hosts_come_from_state_and_say_when_provision_is_due(cloud, declare):
     with pytest.raises(ProviderError, match=r"^aws host web1 is not provisioned; run `invoke provision`$"):
         Aws(declare()).hosts()
     Aws(declare()).ensure_hosts()
-    with pytest.raises(ProviderError, match=r"^aws host web1: its roles or open ports changed since it was "):
+    changed = r"^aws host web1: its roles, open ports or cluster changed since it was provisioned; run `invoke pro"
+    with pytest.raises(ProviderError, match=changed):
         Aws(declare({"web1": {"roles": ["registry"]}})).hosts()
+    swarm = {"web1": {"roles": ["manager", *WEB1["web1"]["roles"]]}}
+    with pytest.raises(ProviderError, match=changed):  # its ports are not open yet
+        Aws(declare(swarm, cluster="swarm")).hosts()
+    Aws(declare(swarm, cluster="swarm")).ensure_hosts()
+    assert Aws(declare(swarm, cluster="swarm")).hosts()[0].provider["cluster"] == "swarm"
 
 
 def test_waiting_shows_what_it_waits_for_when_that_changes(declare, monkeypatch):

@@ -89,9 +89,11 @@ class Aws:
             record = recorded.get(host.name)
             if record is None:
                 raise ProviderError(f"aws host {host.name} is not provisioned; run `invoke provision`")
-            if record.roles != host.roles or record.endpoints != endpoints(inv, host, record.address):
+            # The cluster too: a swarm's ports open only when provision runs (a record without one predates swarms).
+            if (record.roles != host.roles or record.endpoints != endpoints(inv, host, record.address)
+                    or record.provider.get("cluster", "none") != inv.cluster):
                 raise ProviderError(
-                    f"aws host {host.name}: its roles or open ports changed since it was provisioned; run "
+                    f"aws host {host.name}: its roles, open ports or cluster changed since it was provisioned; run "
                     f"`invoke provision` to update its security group"
                 )
             records.append(record)
@@ -289,7 +291,7 @@ class Aws:
                 provider={
                     "instance_id": instance.id, "region": cloud.region, "public_dns": instance.public_dns,
                     "public_ip": instance.public_ip, "ip": instance.private_ip, "security_group": group,
-                    "key_pair": key_pair,
+                    "key_pair": key_pair, "cluster": inv.cluster,
                 },
             ))
             env.out.step(host.name, "aws", change.status, f"{change.detail} at {instance.public_ip}",
