@@ -48,7 +48,13 @@ def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None,
             desired = declare(env, records, only)
 
             def one_host(record):
-                return _converge_host(env, connecting[record.name].result(), desired[record.name], claim, membership)
+                try:
+                    return _converge_host(env, connecting[record.name].result(), desired[record.name], claim,
+                                          membership)
+                except BaseException as e:
+                    if membership:
+                        membership.abandon(record.name, e)
+                    raise
 
             for record, future in [(r, pool.submit(one_host, r)) for r in records]:
                 try:
@@ -129,7 +135,7 @@ def _converge_host(env: Env, conn: HostConnection, desired: list[Desired], claim
             for role in plan.unknown:
                 env.out.step(record.name, role, "unknown", "dockerd does not answer; deploy starts it, then plans this")
             return plan
-        trusted = membership.trusted_paths() if membership else ()
+        trusted = [membership.trust.dest] if membership else []
         script = facts_script(conn, desired, start=True, swarm=swarm, paths=trusted)
         with lock.held(conn, env.out, claim, script, "read facts") as output:
             seen = facts.parse(output, conn.where)

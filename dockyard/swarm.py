@@ -37,10 +37,9 @@ class Member:
 class Membership:
     def __init__(self, env: Env, records: list[HostRecord], cluster: Cluster, yes: bool):
         self.env, self.yes = env, yes
-        managers = {h.name for h in env.inventory.managers()}
-        self.first = env.inventory.managers()[0].name
+        self.managers = [h.name for h in env.inventory.managers()]
+        self.first = self.managers[0]
         self.records = {r.name: r for r in records}
-        self.managers = managers
         self.trust = Rendered(f"{CERTS_DIR}/{cluster.registry}/ca.crt", cluster.tls.ca.encode(), 0o644, False)
         self._ready: Future[frozenset[str]] = Future()  # the first manager is in; the node ids it knows
         self._members: dict[str, Future[Member]] = {name: Future() for name in self.records if name != self.first}
@@ -48,22 +47,18 @@ class Membership:
         self._token_lock = threading.Lock()
         self._lead: HostConnection | None = None
 
-    def trusted_paths(self) -> list[str]:
-        return [self.trust.dest]
-
     def converge(self, conn: HostConnection, seen: HostFacts, applier: Applier) -> None:
-        """This host's part, once Docker runs on it; wakes the hosts that wait on it even when it fails."""
-        name = conn.record.name
-        try:
-            if name == self.first:
-                self._converge_first(conn, seen, applier)
-            else:
-                self._converge_other(conn, seen, applier)
-        except BaseException as e:
-            for future in (self._ready if name == self.first else self._members[name],):
-                if not future.done():
-                    future.set_exception(e)
-            raise
+        """This host's part, once Docker runs on it."""
+        if conn.record.name == self.first:
+            self._converge_first(conn, seen, applier)
+        else:
+            self._converge_other(conn, seen, applier)
+
+    def abandon(self, host: str, error: BaseException) -> None:
+        """`host` failed, before its part or in it: the hosts that wait on it stop waiting."""
+        future = self._ready if host == self.first else self._members[host]
+        if not future.done():
+            future.set_exception(error)
 
     def _converge_first(self, conn: HostConnection, seen: HostFacts, applier: Applier) -> None:
         record = conn.record

@@ -17,6 +17,7 @@ from dockyard.spec import ContainerSpec, Rendered
 SWARM_PORT = 2377
 UPDATE_POLL_S = 0.5
 UPDATE_TIMEOUT = 180  # seconds a stack change may take to converge, each task's health check and monitor included
+DRAIN_WAIT = 60  # seconds a drained node's tasks get to move before it is removed anyway
 # `docker service inspect` of the app's service: its rolling update's state, and when that update started
 UPDATE_STATE = "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"
 UPDATE_STARTED = "{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}"
@@ -46,9 +47,9 @@ def remove_node(node: str, drain: bool) -> str:
     lines = []
     if drain:
         lines.append(f"{docker('node', 'update', '--availability', 'drain', node)} >/dev/null")
-        # its tasks are scheduled elsewhere before the node goes
-        lines.append(f"until [ -z \"$({docker('node', 'ps', '--filter', 'desired-state=running', '-q', node)})\" ]; "
-                     f"do sleep 1; done")
+        # its tasks are scheduled elsewhere before the node goes; a node that does not answer has none to stop
+        running = docker("node", "ps", "--filter", "desired-state=running", "-q", node)
+        lines.append(f'i=0; until [ -z "$({running})" ] || [ $i -ge {DRAIN_WAIT} ]; do i=$((i+1)); sleep 1; done')
     lines.append(f"{docker('node', 'demote', node)} >/dev/null 2>&1 || true")
     lines.append(f"{docker('node', 'rm', '--force', node)} >/dev/null")
     return "\n".join(lines)

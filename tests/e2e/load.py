@@ -145,3 +145,23 @@ def closed_unanswered(error: requests.ConnectionError) -> bool:
     """The server closed the connection after the request went out, before a byte of answer came back."""
     reason = error.args[0] if error.args else None
     return any(isinstance(cause, RemoteDisconnected) for cause in getattr(reason, "args", ()))
+
+
+def under_load(what: str, url: str, ca_file: Path, operation: Callable, at_least: int, threads: int = 8,
+               pause: float = 0.05):
+    """Run `operation` while a load of at least `at_least` requests runs on `url`; print the figures, check that
+    none failed, and return the load and what the operation returned."""
+    load = Load(url, total=10**6, threads=threads, ca_file=ca_file, pause=pause).start()
+    started = time.monotonic()
+    try:
+        result = operation()
+    finally:
+        took = time.monotonic() - started
+        load.finish(at_least)
+    answers = ", ".join(f"{n}x {text.strip()!r}" for text, n in sorted(load.answers.items()))
+    print(f"\n{what}: {took:.1f}s; {load.done} requests over {load.threads} threads (keep-alive and fresh "
+          f"connections) in {load.seconds:.1f}s, {len(load.failures)} failed, {load.retried} sent again on a new "
+          f"connection after the proxy closed a kept-alive one under them; answers: {answers}")
+    assert load.failures == [], load.failures[:5]
+    assert load.done >= at_least
+    return load, result

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 
 import docker
@@ -37,7 +36,7 @@ from tests.e2e.helpers import (
     start_cli,
     wait_for,
 )
-from tests.e2e.load import Load
+from tests.e2e.load import under_load
 
 ENV = "t-zdt"
 LOAD_REQUESTS = 1000  # at least; the load runs on until the operation is over
@@ -82,20 +81,7 @@ class Stack:
 
     def under_load(self, what: str, operation, at_least: int = LOAD_REQUESTS):
         """Run `operation` while the load runs; the load, and what the operation returned."""
-        load = Load(f"{self.url}/", total=10**6, threads=8, ca_file=self.ca, pause=PAUSE).start()
-        started = time.monotonic()
-        try:
-            result = operation()
-        finally:
-            took = time.monotonic() - started
-            load.finish(at_least)
-        versions = ", ".join(f"{n}x {text.strip()!r}" for text, n in sorted(load.answers.items()))
-        print(f"\n{what}: {took:.1f}s; {load.done} requests over {load.threads} threads (keep-alive and fresh "
-              f"connections) in {load.seconds:.1f}s, {len(load.failures)} failed, {load.retried} sent again on a "
-              f"new connection after the proxy closed a kept-alive one under them; answers: {versions}")
-        assert load.failures == [], load.failures[:5]
-        assert load.done >= at_least
-        return load, result
+        return under_load(what, f"{self.url}/", self.ca, operation, at_least, pause=PAUSE)
 
 
 @pytest.fixture(scope="module")
