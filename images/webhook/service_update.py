@@ -77,9 +77,10 @@ class ServiceUpdater:
         if state in SUCCEEDED:
             return Outcome("success", "", image, before, after)
         if state in FAILED:
+            ended = "rolled the update back" if state == "rollback_completed" else "paused the update"
             said = f": {message}" if message else ""
             errors = self._task_errors(image)
-            return Outcome("failure", f"swarm rolled the update back ({state}){said}{errors}", image, before, after)
+            return Outcome("failure", f"swarm {ended} ({state}){said}{errors}", image, before, after)
         late = f"{self.service} did not finish its update within {bound:g}s ({state or 'not started'}); swarm goes on"
         return Outcome("failure", late, image, before, after)
 

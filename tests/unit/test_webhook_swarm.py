@@ -213,7 +213,7 @@ def test_an_update_swarm_rolled_back_is_a_failure_that_says_why(tmp_path):
 def test_an_update_swarm_paused_is_a_failure(tmp_path):
     outcome = updater(Manager(states=("updating", "paused")), tmp_path).redeploy(V2)
     assert (outcome.result, outcome.after["image"]) == ("failure", V2)
-    assert outcome.reason.startswith("swarm rolled the update back (paused): update paused")
+    assert outcome.reason.startswith("swarm paused the update (paused): update paused; its tasks: task: non-zero")
 
 
 def test_an_update_that_never_ends_fails_after_its_bound_and_swarm_goes_on(tmp_path):
