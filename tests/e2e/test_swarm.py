@@ -138,7 +138,9 @@ def test_a_release_under_load_loses_no_request(swarm):
     swarm.version = 2
     assert set(load.answers) == {swarm.answer(1), swarm.answer(2)}  # the update happened under load
     assert swarm.says() == swarm.answer(2)
-    assert swarm.running_nodes() == ["node1", "node2", "node3"]
+    # Swarm does not rebalance: a start-first update may start a task beside another one (its scheduler counts the
+    # replaced task until it stops, so every node ties), as seen here once: node2, node3, node3
+    assert len(swarm.running_nodes()) == REPLICAS
     assert {image.rpartition(":")[2] for _, _, image in swarm.tasks()} == {"v2"}
 
 
@@ -175,7 +177,7 @@ def test_a_webhook_redeploy_whose_health_check_fails_is_rolled_back_and_recorded
 def test_status_shows_the_apps_service_and_each_task(swarm):
     service = json.loads(swarm.invoke("status", "--json").stdout)["service"]
     assert (service["name"], service["running"], service["declared"]) == (APP_SERVICE, REPLICAS, REPLICAS)
-    assert sorted(t["node"] for t in service["tasks"]) == ["node1", "node2", "node3"]
+    assert sorted(t["node"] for t in service["tasks"]) == swarm.running_nodes()
     assert {(t["image"], t["health"]) for t in service["tasks"]} == {(service["image"], "healthy")}
     shown = swarm.invoke("status").stdout
     print(f"\n{shown}")
