@@ -86,15 +86,19 @@ class ServiceUpdater:
 
     def _wait(self, previous: dict | None, deadline: float) -> tuple[str, str, dict]:
         """Poll the service until the update Swarm started after `previous` (the UpdateStatus before ours) has ended,
-        or the deadline passes: its state ("" if it never started), Swarm's message, and the service as last read."""
+        or the deadline passes: its state ("" if it never started), what Swarm said when it turned (which task
+        failed; once rolled back it only says so), and the service as last read."""
         started_before = (previous or {}).get("StartedAt")
+        turned = ""
         while True:
             service = self.client.api.inspect_service(self.service)
             status = service.get("UpdateStatus") or {}
             ours = status.get("StartedAt") not in (None, started_before)
             state = status.get("State", "") if ours else ""
+            if state not in ("", "updating", *SUCCEEDED):
+                turned = turned or status.get("Message", "")
             if state in SUCCEEDED | FAILED or time.monotonic() >= deadline:
-                return state, status.get("Message", "") if ours else "", service
+                return state, turned, service
             time.sleep(self.poll)
 
     def _task_errors(self, image: str) -> str:

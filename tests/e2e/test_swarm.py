@@ -165,7 +165,8 @@ def test_a_webhook_redeploy_whose_health_check_fails_is_rolled_back_and_recorded
     assert result.returncode == 1
     (line,) = [line for line in result.stderr.splitlines() if line]
     assert line.startswith("error: node1: release flask-hello:v4 failed: swarm rolled the update back "
-                           "(rollback_completed)"), result.stderr
+                           "(rollback_completed): update rolled back due to failure or early termination of task "), \
+        result.stderr
     assert set(load.answers) == {swarm.answer(swarm.version)}
     assert {image for _, _, image in swarm.tasks()} == {before}
     entry = swarm.history()[-1]

@@ -52,6 +52,12 @@ SPEC = {
     "RollbackConfig": {"Parallelism": 1, "FailureAction": "pause", "MaxFailureRatio": 0, "Order": "start-first"},
     "EndpointSpec": {"Mode": "dnsrr"},
 }
+# What Swarm says in each state (swarmkit's updater)
+MESSAGES = {
+    "updating": "update in progress", "completed": "update completed",
+    "rollback_started": "update rolled back due to failure or early termination of task n4x2", "rollback_completed":
+    "rollback completed", "paused": "update paused due to failure or early termination of task n4x2",
+}
 EARLIER = {"State": "completed", "StartedAt": "2026-11-30T10:00:00.1Z", "CompletedAt": "2026-11-30T10:00:09.2Z",
            "Message": "update completed"}
 
@@ -81,7 +87,7 @@ class Manager:
             self.reads += 1
             if self.reads > self.stale and self.states:
                 state = self.states.pop(0)
-                self.status = {"State": state, "StartedAt": "2026-11-30T11:00:00.5Z", "Message": f"update {state}"}
+                self.status = {"State": state, "StartedAt": "2026-11-30T11:00:00.5Z", "Message": MESSAGES[state]}
                 if state.startswith("rollback") and self.rolled_back_to:
                     self.spec["TaskTemplate"]["ContainerSpec"]["Image"] = self.rolled_back_to
         return {"ID": "k3v9s0q2x7m1aa", "Version": {"Index": 41 + len(self.updates)}, "Spec": self.spec,
@@ -206,14 +212,16 @@ def test_an_update_swarm_rolled_back_is_a_failure_that_says_why(tmp_path):
     manager = Manager(states=("updating", "rollback_started", "rollback_completed"), rolled_back_to=V1)
     outcome = updater(manager, tmp_path).redeploy(V2)
     assert outcome == service_update.Outcome(
-        "failure", "swarm rolled the update back (rollback_completed): update rollback_completed; its tasks: "
-                   "task: non-zero exit (1)", V2, record(V1, "sha256:old"), record(V1, "sha256:old"))
+        "failure", "swarm rolled the update back (rollback_completed): update rolled back due to failure or early "
+                   "termination of task n4x2; its tasks: task: non-zero exit (1)", V2, record(V1, "sha256:old"),
+        record(V1, "sha256:old"))
 
 
 def test_an_update_swarm_paused_is_a_failure(tmp_path):
     outcome = updater(Manager(states=("updating", "paused")), tmp_path).redeploy(V2)
     assert (outcome.result, outcome.after["image"]) == ("failure", V2)
-    assert outcome.reason.startswith("swarm paused the update (paused): update paused; its tasks: task: non-zero")
+    assert outcome.reason == ("swarm paused the update (paused): update paused due to failure or early termination of "
+                              "task n4x2; its tasks: task: non-zero exit (1)")
 
 
 def test_an_update_that_never_ends_fails_after_its_bound_and_swarm_goes_on(tmp_path):
