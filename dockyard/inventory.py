@@ -430,15 +430,16 @@ def _check_cluster(inv: Inventory, fail) -> None:
         if inv.managers():
             fail(f"hosts.{inv.managers()[0].name}.roles", "manager is a swarm role; set `cluster: swarm` or drop it")
         if replicas is not None:
-            fail("services.app.replicas", "replicas are for `cluster: swarm`; without it each app host runs one")
+            fail("services.app.replicas", "replicas are for `cluster: swarm`, and without it each app host runs one "
+                                          "app; drop it, or set `cluster: swarm`")
         return
     if replicas is not None and not 1 <= replicas <= 100:
-        fail("services.app.replicas", f"{replicas} is not a number of app tasks from 1 to 100")
+        fail("services.app.replicas", f"{replicas} is out of range; run 1 to 100 app tasks")
     managers = inv.managers()
-    if not managers or len(managers) % 2 == 0:
-        fail("hosts", f"a swarm needs 1 or 3 managers, and this one has {len(managers)}: the managers act only while "
-                      f"a majority of them (a quorum) is up, so an even number tolerates no more failures than one "
-                      f"fewer; add `manager` to the roles of 1 or 3 hosts")
+    if len(managers) not in (1, 3):
+        fail("hosts", f"a swarm has 1 or 3 managers, not {len(managers)}: the managers act only while a majority of "
+                      f"them (a quorum) is up, so 3 survive the loss of one, and an even number survives no more "
+                      f"losses than one fewer; give `manager` to 1 or 3 hosts")
     app_hosts = [h for h in inv.hosts if "app" in h.roles]
     if len(app_hosts) != 1 or MANAGER not in app_hosts[0].roles or "registry" not in app_hosts[0].roles:
         fail("hosts", "on a swarm the app is one service, deployed from one manager that also runs the registry its "

@@ -16,6 +16,9 @@ from tests import fake_aws
 
 BOX = "t-aws-box"
 ENV = "t-aws"
+SWARM = "t-aws-swarm"
+# The ports a swarm's hosts open to each other: (protocol, port).
+SWARM_PORTS = {("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789), ("tcp", 5443)}
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +38,7 @@ def cloud(module_project, tmp_path_factory):
             )
             yield fake_aws.ec2(endpoint)
         finally:
+            module_project.invoke(SWARM, "teardown", "--yes", check=False)
             module_project.invoke(ENV, "teardown", "--yes", check=False)
             module_project.invoke(BOX, "teardown", "--yes", check=False)
 
@@ -77,3 +81,52 @@ def test_teardown_leaves_nothing_in_the_cloud(project, cloud):
     assert "terminated i-" in result.stdout and "deleted key pair dockyard-t-aws" in result.stdout
     assert fake_aws.tagged(cloud, ENV) == {"instances": [], "security_groups": [], "key_pairs": []}
     assert not (project.state_dir / ENV).exists()
+
+
+def test_a_swarm_opens_its_ports_between_its_hosts_only_and_leaves_nothing(project, cloud):
+    """Three instances (all of them the one sandbox host): the group lets its own members, and no network, reach
+    each other on the swarm's ports; each host's record gives its private address, which the swarm advertises."""
+    fake_aws.aws_inventory(
+        project, SWARM,
+        {"web1": {"roles": ["manager", "registry", "proxy", "app"]}, "web2": {"roles": []}, "web3": {"roles": []}},
+        cluster="swarm", aws={"endpoint_url": cloud.meta.endpoint_url},
+        ssh={"key": str(project.state_dir / BOX / "id_ed25519")},
+    )
+    project.invoke(SWARM, "provision")
+    (group,) = fake_aws.tagged(cloud, SWARM)["security_groups"]
+    swarm = {
+        (p["IpProtocol"], p["FromPort"]): p for p in group["IpPermissions"] if (p["IpProtocol"], p["FromPort"]) in
+        SWARM_PORTS
+    }
+    assert set(swarm) == SWARM_PORTS
+    for permission in swarm.values():
+        assert permission["ToPort"] == permission["FromPort"]
+        assert [pair["GroupId"] for pair in permission["UserIdGroupPairs"]] == [group["GroupId"]]
+        assert permission["IpRanges"] == permission["Ipv6Ranges"] == permission["PrefixListIds"] == []
+        assert permission["UserIdGroupPairs"][0]["Description"].startswith(("swarm ", "cluster registry "))
+
+    instances = {host_name(i): i for i in fake_aws.tagged(cloud, SWARM)["instances"]}
+    records = project.env(SWARM).hosts()
+    assert {r.name: r.private_address for r in records} == {
+        name: instance["PrivateIpAddress"] for name, instance in instances.items()
+    }
+    assert len({r.private_address for r in records}) == 3
+    assert all(r.private_address != r.address for r in records)
+
+    rule_ids = inbound_rule_ids(cloud, group["GroupId"])
+    again = project.invoke(SWARM, "provision")
+    assert f"aws          ok        security group dockyard-{SWARM} ({group['GroupId']}) opens " in again.stdout
+    assert "no changes: every host exists and runs" in again.stdout
+    assert inbound_rule_ids(cloud, group["GroupId"]) == rule_ids
+
+    project.invoke(SWARM, "teardown", "--yes")
+    assert fake_aws.tagged(cloud, SWARM) == {"instances": [], "security_groups": [], "key_pairs": []}
+
+
+def inbound_rule_ids(client, group_id: str) -> set[str]:
+    found = client.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group_id]}])
+    return {r["SecurityGroupRuleId"] for r in found["SecurityGroupRules"] if not r["IsEgress"]}
+
+
+def host_name(instance: dict) -> str:
+    return next(tag["Value"] for tag in instance["Tags"] if tag["Key"] == "dockyard:host")

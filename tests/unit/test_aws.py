@@ -104,8 +104,10 @@ def test_provisioning_creates_a_key_pair_a_group_and_one_tagged_instance_per_hos
     }
     assert records[0].provider == {
         "instance_id": web1["InstanceId"], "region": "us-east-1", "public_dns": web1["PublicDnsName"],
-        "public_ip": ip, "security_group": group["GroupId"], "key_pair": "dockyard-t-aws",
+        "public_ip": ip, "ip": web1["PrivateIpAddress"], "security_group": group["GroupId"],
+        "key_pair": "dockyard-t-aws", "cluster": "none",
     }
+    assert records[0].private_address == web1["PrivateIpAddress"] != ip
     assert env.state.hosts() == records == Aws(env).hosts()
     lines = output(env)
     assert "-          aws          changed   imported the public key of " in lines
@@ -448,8 +450,14 @@ def test_hosts_come_from_state_and_say_when_provision_is_due(cloud, declare):
     with pytest.raises(ProviderError, match=r"^aws host web1 is not provisioned; run `invoke provision`$"):
         Aws(declare()).hosts()
     Aws(declare()).ensure_hosts()
-    with pytest.raises(ProviderError, match=r"^aws host web1: its roles or open ports changed since it was "):
+    changed = r"^aws host web1: its roles, open ports or cluster changed since it was provisioned; run `invoke pro"
+    with pytest.raises(ProviderError, match=changed):
         Aws(declare({"web1": {"roles": ["registry"]}})).hosts()
+    swarm = {"web1": {"roles": ["manager", *WEB1["web1"]["roles"]]}}
+    with pytest.raises(ProviderError, match=changed):  # its ports are not open yet
+        Aws(declare(swarm, cluster="swarm")).hosts()
+    Aws(declare(swarm, cluster="swarm")).ensure_hosts()
+    assert Aws(declare(swarm, cluster="swarm")).hosts()[0].provider["cluster"] == "swarm"
 
 
 def test_waiting_shows_what_it_waits_for_when_that_changes(declare, monkeypatch):
@@ -468,10 +476,13 @@ def test_waiting_shows_what_it_waits_for_when_that_changes(declare, monkeypatch)
 def test_a_rule_from_the_group_itself_and_not_tcp_goes_through_ec2_and_back(cloud, declare):
     (record,) = Aws(declare()).ensure_hosts()
     group = record.provider["security_group"]
-    overlay = Rule("udp", 4789, 4789, Group(group))
+    overlay = Rule("udp", 4789, 4789, Group(group), "swarm overlay network (VXLAN)")
     ec2 = Aws(declare()).cloud
     ec2.change_rules(group, RuleChanges(add=(overlay,)))
     assert overlay in ec2.inbound_rules(group).values()
+    # What a rule says is read back too (moto keeps it only for network sources; AWS for all of them).
+    described = {str(rule): rule.description for rule in ec2.inbound_rules(group).values()}
+    assert described[f"22 to {fake_aws.SSH_CIDR}"] == "SSH for dockyard, from aws.ssh_cidr"
     env = declare()  # not declared: the next run revokes it
     Aws(env).ensure_hosts()
     assert f"closed udp 4789 to {group}" in output(env)
@@ -487,3 +498,7 @@ def test_each_kind_of_source_becomes_its_own_part_of_an_ec2_permission():
             {"UserIdGroupPairs": [{"GroupId": "sg-0abc"}]}, {"PrefixListIds": [{"PrefixListId": "pl-0123"}]},
         )
     ]
+    assert permission(Rule("tcp", 2377, 2377, Group("sg-0abc"), "swarm cluster management")) == {
+        "IpProtocol": "tcp", "FromPort": 2377, "ToPort": 2377,
+        "UserIdGroupPairs": [{"GroupId": "sg-0abc", "Description": "swarm cluster management"}],
+    }

@@ -1,5 +1,6 @@
 """provider: aws, the pure model: instance plans, the wanted security group rules and the rule diff. No moto, no AWS."""
 
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -26,6 +27,9 @@ from dockyard.providers.aws.model import (
 )
 
 SSH_CIDR = "203.0.113.7/32"
+ITSELF = Group("sg-0env")  # the environment's own security group
+SWARM = {"web1": {"roles": ["manager", "registry", "proxy", "app"]}, "web2": {"roles": []}, "web3": {"roles": []}}
+ALONE = {**SWARM, "web1": {"roles": ["registry", "proxy", "app"]}}  # the same hosts, no swarm
 
 
 def inventory(hosts=None, ssh_cidr=SSH_CIDR, **sections):
@@ -50,16 +54,58 @@ def test_the_wanted_rules_are_ssh_and_the_open_ports_of_the_roles_in_use():
         services={"registry": {"open_to": ["10.0.0.0/8"]}, "mirror": {"open_to": ["0.0.0.0/0"]},
                   "webhook": {"open_to": ["192.0.2.0/24"]}},
     )
-    assert sorted(map(str, wanted_rules(inv))) == [
+    assert sorted(map(str, wanted_rules(inv, ITSELF))) == [
         f"22 to {SSH_CIDR}", "443 to 0.0.0.0/0", "5000 to 10.0.0.0/8", "80 to 0.0.0.0/0", "9000 to 192.0.2.0/24",
     ]
 
 
 def test_a_service_open_to_ipv4_and_ipv6_gets_a_rule_for_each():
     inv = inventory(services={"proxy": {"open_to": ["0.0.0.0/0", "::0/0"]}})
-    assert wanted_rules(inv) == {
+    assert wanted_rules(inv, ITSELF) == {
         tcp(22, SSH_CIDR), tcp(80, "0.0.0.0/0"), tcp(80, "::/0"), tcp(443, "0.0.0.0/0"), tcp(443, "::/0"),
     }
+
+
+def test_a_swarm_opens_its_ports_to_the_hosts_of_its_own_group_and_to_no_network():
+    alone = wanted_rules(inventory(ALONE), ITSELF)
+    swarm = wanted_rules(inventory(SWARM, cluster="swarm"), ITSELF)
+    assert sorted(map(str, swarm - alone)) == [
+        "2377 to sg-0env", "5443 to sg-0env", "7946 to sg-0env", "udp 4789 to sg-0env", "udp 7946 to sg-0env",
+    ]
+    assert all(rule.source == ITSELF and rule.from_port == rule.to_port for rule in swarm - alone)
+    assert swarm > alone and not any(rule.source == ITSELF for rule in alone)
+
+
+def test_every_rule_says_why_in_words_ec2_accepts():
+    """EC2 refuses a description over 255 characters or with any other character (an apostrophe, say)."""
+    inv = inventory(SWARM, cluster="swarm", services={"registry": {"open_to": ["10.0.0.0/8"]}})
+    descriptions = {(str(rule), rule.description) for rule in wanted_rules(inv, ITSELF)}
+    overlay = "swarm overlay network (VXLAN), between the hosts of the environment"
+    assert ("udp 4789 to sg-0env", overlay) in descriptions
+    assert ("443 to 0.0.0.0/0", "proxy.https_port, open to services.proxy.open_to") in descriptions
+    assert (f"22 to {SSH_CIDR}", "SSH for dockyard, from aws.ssh_cidr") in descriptions
+    for rule, description in descriptions:
+        assert re.fullmatch(r"[a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]{1,255}", description), rule
+
+
+def test_leaving_the_swarm_closes_its_ports_and_joining_opens_them_once():
+    swarm = wanted_rules(inventory(SWARM, cluster="swarm"), ITSELF)
+    alone = wanted_rules(inventory(ALONE), ITSELF)
+    current = {f"sgr-{i}": rule for i, rule in enumerate(sorted(swarm, key=lambda rule: rule.order))}
+    assert diff_rules(current, swarm) == RuleChanges()
+    left = diff_rules(current, alone)
+    assert left.add == () and left.summary() == [
+        "closed 2377 to sg-0env, udp 4789 to sg-0env, 5443 to sg-0env, 7946 to sg-0env, udp 7946 to sg-0env",
+    ]
+    joined = diff_rules({rule_id: rule for rule_id, rule in current.items() if rule in alone}, swarm)
+    assert set(joined.add) == swarm - alone and joined.revoke == {}
+
+
+def test_a_rule_is_the_same_rule_whatever_its_description_says():
+    """A rule added by hand, or before descriptions, is kept as it is: EC2 would refuse the same rule again."""
+    described = Rule("udp", 4789, 4789, ITSELF, "swarm overlay network")
+    assert described == Rule("udp", 4789, 4789, ITSELF) and len({described, Rule("udp", 4789, 4789, ITSELF)}) == 1
+    assert diff_rules({"sgr-1": Rule("udp", 4789, 4789, ITSELF)}, {described}) == RuleChanges()
 
 
 # -- the rule diff --------------------------------------------------------------------------------------------
@@ -83,7 +129,7 @@ def test_rules_not_wanted_are_revoked_by_id_whoever_added_them():
 
 
 def test_rules_already_there_change_nothing():
-    wanted = wanted_rules(inventory())
+    wanted = wanted_rules(inventory(), ITSELF)
     current = {f"sgr-{i}": rule for i, rule in enumerate(wanted)}
     changes = diff_rules(current, wanted)
     assert changes == RuleChanges() and changes.summary() == []
@@ -98,7 +144,7 @@ def test_an_ipv6_rule_is_its_own_rule_and_matches_however_it_is_written():
 
 def test_ssh_open_to_everyone_replaces_the_narrow_rule_and_is_flagged():
     current = {"sgr-1": tcp(22, SSH_CIDR), "sgr-2": tcp(80, "0.0.0.0/0"), "sgr-3": tcp(443, "0.0.0.0/0")}
-    changes = diff_rules(current, wanted_rules(inventory(ssh_cidr="0.0.0.0/0")))
+    changes = diff_rules(current, wanted_rules(inventory(ssh_cidr="0.0.0.0/0"), ITSELF))
     assert changes.summary() == ["opened 22 to 0.0.0.0/0", f"closed 22 to {SSH_CIDR}"]
     assert Network.of("0.0.0.0/0").everyone and Network.of("::/0").everyone
     assert not Network.of(SSH_CIDR).everyone and not Network.of("10.0.0.0/8").everyone

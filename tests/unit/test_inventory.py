@@ -360,3 +360,89 @@ def test_app_volumes_are_mounts(project):
     assert inv.services.app.volumes == ("data:/srv/data", "/srv/uploads:/srv/app/uploads:ro")
     assert "services.app.volumes[0]: 'data' is not a mount; write NAME:/path/in/container" in error(
         project, APP % 'volumes: ["data"]')
+
+
+# -- a swarm --------------------------------------------------------------------------------------------------
+APP_HOST = "[manager, registry, proxy, app, webhook]"  # the manager that deploys the app's stack
+
+
+def swarm(web1: str = APP_HOST, web2: str = "[]", web3: str = "[]", cluster: str = "swarm", services: str = "") -> str:
+    text = f"provider: sandbox\ncluster: {cluster}\nhosts: {{web1: {{roles: {web1}}}, web2: {{roles: {web2}}}, " \
+           f"web3: {{roles: {web3}}}}}\n"
+    return text + (f"services: {services}\n" if services else "")
+
+
+def test_a_three_host_swarm_loads_with_one_replica_per_host_unless_told(project):
+    inv = load(project, swarm())
+    assert inv.swarm and [h.name for h in inv.managers()] == ["web1"]
+    assert [h.roles for h in inv.hosts] == [("manager", "registry", "proxy", "app", "webhook"), (), ()]
+    assert inv.services.app.replicas is None and inv.replicas() == 3
+    inv = load(project, swarm(web2="[manager]", web3="[manager, mirror]", services="{app: {replicas: 5}}"))
+    assert [h.name for h in inv.managers()] == ["web1", "web2", "web3"] and inv.replicas() == 5
+    assert not load(project, "provider: sandbox\nhosts: {a: {}}\n").swarm
+
+
+def test_a_cluster_is_none_or_swarm(project):
+    assert "cluster: 'kubernetes' is not one of: none, swarm" in error(project, swarm(cluster="kubernetes"))
+
+
+PLAIN_APP_HOST = "[registry, proxy, app]"  # the app's host, no manager
+
+
+@pytest.mark.parametrize(("web1", "web2", "web3", "count"), [
+    (APP_HOST, "[manager]", "[]", 2), (PLAIN_APP_HOST, "[manager]", "[manager]", 2), (PLAIN_APP_HOST, "[]", "[]", 0),
+])
+def test_a_swarm_has_one_or_three_managers_and_the_message_says_why(project, web1, web2, web3, count):
+    assert (
+        f"hosts: a swarm has 1 or 3 managers, not {count}: the managers act only while a majority of them (a quorum) "
+        f"is up, so 3 survive the loss of one, and an even number survives no more losses than one fewer; give "
+        f"`manager` to 1 or 3 hosts"
+    ) in error(project, swarm(web1, web2, web3))
+
+
+def test_five_managers_are_more_than_a_swarm_of_dockyard_has(project):
+    hosts = ", ".join(f"web{i}: {{roles: [manager]}}" for i in range(2, 6))
+    text = f"provider: sandbox\ncluster: swarm\nhosts: {{web1: {{roles: {APP_HOST}}}, {hosts}}}\n"
+    assert "hosts: a swarm has 1 or 3 managers, not 5: " in error(project, text)
+
+
+def test_a_manager_needs_a_swarm(project):
+    assert "hosts.web1.roles: manager is a swarm role; set `cluster: swarm` or drop it" in error(
+        project, swarm(cluster="none"))
+
+
+def test_replicas_need_a_swarm(project):
+    text = swarm("[registry, proxy, app]", cluster="none", services="{app: {replicas: 2}}")
+    assert ("services.app.replicas: replicas are for `cluster: swarm`, and without it each app host runs one app; "
+            "drop it, or set `cluster: swarm`") in error(project, text)
+
+
+@pytest.mark.parametrize("replicas", [0, 101, -1])
+def test_replicas_run_one_to_a_hundred_tasks(project, replicas):
+    text = swarm(services=f"{{app: {{replicas: {replicas}}}}}")
+    assert f"services.app.replicas: {replicas} is out of range; run 1 to 100 app tasks" in error(project, text)
+    assert load(project, swarm(services="{app: {replicas: 100}}")).replicas() == 100
+
+
+@pytest.mark.parametrize(("web1", "web2"), [
+    ("[manager, proxy, app]", "[registry]"),  # the registry away from the app
+    ("[manager, registry]", "[proxy, app]"),  # the app on a host that is no manager
+    ("[manager, registry, proxy, app]", "[proxy, app]"),  # the app on two hosts
+])
+def test_one_manager_runs_the_app_with_its_registry_and_proxy(project, web1, web2):
+    assert ("hosts: on a swarm the app is one service, deployed from one manager that also runs the registry its "
+            "nodes pull from: give exactly one manager the roles app, proxy and registry") in error(
+        project, swarm(web1, web2))
+
+
+def test_the_webhook_runs_on_the_app_host(project):
+    text = swarm("[manager, registry, proxy, app]", "[webhook]")
+    assert "hosts.web2.roles: the webhook updates the app's service: put it on web1" in error(project, text)
+
+
+def test_a_host_path_volume_exists_on_one_node_only(project):
+    text = swarm(services='{app: {volumes: ["data:/srv/data", "/srv/uploads:/srv/app/uploads"]}}')
+    assert ("services.app.volumes[1]: '/srv/uploads:/srv/app/uploads' is a host path, which exists on one node of a "
+            "swarm; use a named volume (NAME:/path)") in error(project, text)
+    assert load(project, swarm(services='{app: {volumes: ["data:/srv/data"]}}')).services.app.volumes == (
+        "data:/srv/data",)

@@ -243,15 +243,16 @@ class Cloud:
 
 def permission(rule: Rule) -> dict:
     """The rule as `authorize_security_group_ingress` takes it."""
+    why = {"Description": rule.description} if rule.description else {}
     match rule.source:
         case Network(cidr) if rule.source.ipv6:
-            source = {"Ipv6Ranges": [{"CidrIpv6": cidr}]}
+            source = {"Ipv6Ranges": [{"CidrIpv6": cidr, **why}]}
         case Network(cidr):
-            source = {"IpRanges": [{"CidrIp": cidr}]}
+            source = {"IpRanges": [{"CidrIp": cidr, **why}]}
         case Group(group_id):
-            source = {"UserIdGroupPairs": [{"GroupId": group_id}]}
+            source = {"UserIdGroupPairs": [{"GroupId": group_id, **why}]}
         case PrefixList(prefix_list_id):
-            source = {"PrefixListIds": [{"PrefixListId": prefix_list_id}]}
+            source = {"PrefixListIds": [{"PrefixListId": prefix_list_id, **why}]}
     return {"IpProtocol": rule.protocol, "FromPort": rule.from_port, "ToPort": rule.to_port, **source}
 
 
@@ -263,7 +264,7 @@ def _rule(data: dict) -> Rule:
         source = Group(group["GroupId"])
     else:
         source = PrefixList(data["PrefixListId"])
-    return Rule(data["IpProtocol"], data["FromPort"], data["ToPort"], source)
+    return Rule(data["IpProtocol"], data["FromPort"], data["ToPort"], source, data.get("Description", ""))
 
 
 def _instance(data: dict) -> Instance:
@@ -275,6 +276,7 @@ def _instance(data: dict) -> Instance:
         launched=data["LaunchTime"],
         public_ip=data.get("PublicIpAddress", ""),
         public_dns=data.get("PublicDnsName", ""),
+        private_ip=data.get("PrivateIpAddress", ""),
     )
 
 

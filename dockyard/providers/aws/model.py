@@ -11,11 +11,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from dockyard.contract import CLUSTER_REGISTRY_PORT
 from dockyard.errors import ProviderError
-from dockyard.inventory import Host, Inventory
+from dockyard.inventory import Host, Inventory, port_name
 
 SSH_PORT = 22
 EVERY_PROTOCOL = "-1"  # EC2's name for "all protocols", whose rules have no ports (-1)
+# What a swarm's hosts open to each other, and why; the source of each rule is the environment's own group.
+SWARM_PORTS = (
+    ("tcp", 2377, "swarm cluster management, between the hosts of the environment"),
+    ("tcp", 7946, "swarm node gossip over tcp, between the hosts of the environment"),
+    ("udp", 7946, "swarm node gossip over udp, between the hosts of the environment"),
+    ("udp", 4789, "swarm overlay network (VXLAN), between the hosts of the environment"),
+    ("tcp", CLUSTER_REGISTRY_PORT, "cluster registry over TLS, where the swarm nodes pull the app image from"),
+)
 
 
 # -- security group rules -------------------------------------------------------------------------------------
@@ -73,10 +82,13 @@ class Rule:
     from_port: int
     to_port: int
     source: Source
+    # Why the rule is there, for whoever reads the group in the EC2 console. Not part of the rule's identity:
+    # EC2 refuses a second rule that differs from one in place only by its description.
+    description: str = field(default="", compare=False)
 
     @classmethod
-    def tcp(cls, port: int, source: Source) -> Rule:
-        return cls("tcp", port, port, source)
+    def tcp(cls, port: int, source: Source, description: str = "") -> Rule:
+        return cls("tcp", port, port, source, description)
 
     @property
     def order(self) -> tuple:
@@ -91,14 +103,16 @@ class Rule:
         return f"{protocol}{ports} to {self.source}"
 
 
-def wanted_rules(inv: Inventory) -> frozenset[Rule]:
-    """SSH from `aws.ssh_cidr`, and each port the hosts' services publish from the service's `open_to` networks."""
+def wanted_rules(inv: Inventory, itself: Group) -> frozenset[Rule]:
+    """SSH from `aws.ssh_cidr`, each port the hosts' services publish from the service's `open_to` networks, and
+    on a swarm its ports from the environment's own group `itself` (its hosts and nothing else)."""
     return frozenset(
-        {Rule.tcp(SSH_PORT, Network.of(inv.aws.ssh_cidr))}
+        {Rule.tcp(SSH_PORT, Network.of(inv.aws.ssh_cidr), "SSH for dockyard, from aws.ssh_cidr")}
         | {
-            Rule.tcp(port, Network.of(cidr))
-            for host in inv.hosts for role, _, port in inv.ports(host) for cidr in inv.service(role).open_to
+            Rule.tcp(port, Network.of(cidr), f"{port_name(role, key)}, open to services.{role}.open_to")
+            for host in inv.hosts for role, key, port in inv.ports(host) for cidr in inv.service(role).open_to
         }
+        | {Rule(protocol, port, port, itself, why) for protocol, port, why in SWARM_PORTS if inv.swarm}
     )
 
 
@@ -137,6 +151,7 @@ class Instance:
     launched: datetime
     public_ip: str = ""
     public_dns: str = ""
+    private_ip: str = ""  # its address in the VPC, where the environment's other hosts reach it
 
 
 @dataclass(frozen=True)

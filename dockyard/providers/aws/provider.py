@@ -17,6 +17,7 @@ from dockyard.providers.aws import ec2
 from dockyard.providers.aws.errors import AWS_ERRORS, translated
 from dockyard.providers.aws.model import (
     SSH_PORT,
+    Group,
     Image,
     InstancePlan,
     Network,
@@ -88,9 +89,11 @@ class Aws:
             record = recorded.get(host.name)
             if record is None:
                 raise ProviderError(f"aws host {host.name} is not provisioned; run `invoke provision`")
-            if record.roles != host.roles or record.endpoints != endpoints(inv, host, record.address):
+            # The cluster too: a swarm's ports open only when provision runs (a record without one predates swarms).
+            if (record.roles != host.roles or record.endpoints != endpoints(inv, host, record.address)
+                    or record.provider.get("cluster", "none") != inv.cluster):
                 raise ProviderError(
-                    f"aws host {host.name}: its roles or open ports changed since it was provisioned; run "
+                    f"aws host {host.name}: its roles, open ports or cluster changed since it was provisioned; run "
                     f"`invoke provision` to update its security group"
                 )
             records.append(record)
@@ -187,7 +190,7 @@ class Aws:
             group = cloud.create_security_group(name, vpc)
             self.created.security_group = group
             made = [f"created in {vpc}"]
-        wanted = wanted_rules(env.inventory)
+        wanted = wanted_rules(env.inventory, Group(group))
         changes = diff_rules(cloud.inbound_rules(group), wanted)
         cloud.change_rules(group, changes)
         ssh_cidr = env.inventory.aws.ssh_cidr
@@ -287,7 +290,8 @@ class Aws:
                 endpoints=endpoints(inv, host, instance.public_ip),
                 provider={
                     "instance_id": instance.id, "region": cloud.region, "public_dns": instance.public_dns,
-                    "public_ip": instance.public_ip, "security_group": group, "key_pair": key_pair,
+                    "public_ip": instance.public_ip, "ip": instance.private_ip, "security_group": group,
+                    "key_pair": key_pair, "cluster": inv.cluster,
                 },
             ))
             env.out.step(host.name, "aws", change.status, f"{change.detail} at {instance.public_ip}",
