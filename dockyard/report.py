@@ -119,6 +119,9 @@ def status(out: Reporter, state: Status) -> None:
     """Per host: its services, the proxy's upstream (one host's app), the last release; then a swarm's app
     service with its tasks."""
     for host in state.hosts:
+        if state.swarm and not host.services:
+            out.say(f"{host.host}: a node of the swarm, with no service of its own")
+            continue
         out.say(f"{host.host}:")
         out.table(
             ("service", "container", "image", "version", "health", "up", "restarts"),

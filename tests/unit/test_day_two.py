@@ -311,3 +311,4 @@ def test_on_a_swarm_status_shows_the_service_and_its_tasks(swarm, project, capsy
     text = capsys.readouterr().out
     assert f"app service {APP_SERVICE}: 2/2 running, image {T2}, last update completed" in text
     assert "proxy upstream" not in text
+    assert "web3: a node of the swarm, with no service of its own\n" in text
