@@ -99,7 +99,7 @@ def converge(change: str, image: str, timeout: int, source: str) -> str:
     failed = f"{APP_SERVICE}: swarm rolled the update back ($state): $({errors})"
     late = f"{APP_SERVICE} did not converge within {timeout}s (${{state:-starting}}): $({errors})"
     return f"""since=$(date +%s); tasks=$({inspect('{{json .Spec.TaskTemplate}}')} || true)
-serving={service}; before_image=$({inspect('{{.Spec.TaskTemplate.ContainerSpec.Image}}')} || true)
+serving={service}; slot={service}; before_image=$({inspect('{{.Spec.TaskTemplate.ContainerSpec.Image}}')} || true)
 {change}
 rolling=; if [ -n "$tasks" ] && [ "$({inspect('{{json .Spec.TaskTemplate}}')})" != "$tasks" ]; then rolling=yes; fi
 outcome=; why=
