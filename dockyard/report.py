@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 from dockyard.errors import Aborted
 
 if TYPE_CHECKING:
-    from dockyard.day_two import HostStatus
+    from dockyard.day_two import ServiceStatus, Status
     from dockyard.registry_api import TagInfo
     from dockyard.scan import ScanReport
 
@@ -115,16 +115,18 @@ def history(out: Reporter, host: str, entries: list[dict]) -> None:
     out.table(("when", "trigger", "tag", "before", "after", "result", "took", "why"), rows)
 
 
-def status(out: Reporter, statuses: list[HostStatus]) -> None:
-    """Per host: its services, the proxy's upstream, the last release."""
-    for host in statuses:
+def status(out: Reporter, state: Status) -> None:
+    """Per host: its services, the proxy's upstream (one host's app), the last release; then a swarm's app
+    service with its tasks."""
+    for host in state.hosts:
         out.say(f"{host.host}:")
         out.table(
             ("service", "container", "image", "version", "health", "up", "restarts"),
             [(s.role, s.name, s.image, s.version, s.health, human_seconds(s.uptime_s), str(s.restarts))
              for s in host.services],
         )
-        out.say(f"  proxy upstream: {host.upstream or 'none'}")
+        if not state.swarm:  # a swarm's proxy finds the app's tasks by name
+            out.say(f"  proxy upstream: {host.upstream or 'none'}")
         last = host.last_release
         if last:
             trigger = last.get("trigger", {})
@@ -133,6 +135,19 @@ def status(out: Reporter, statuses: list[HostStatus]) -> None:
                     f"{trigger.get('tag', '')} {last.get('result', '')}{why}")
         else:
             out.say("  last release: none recorded")
+    if state.swarm:
+        _service(out, state.service)
+
+
+def _service(out: Reporter, app: ServiceStatus | None) -> None:
+    """A swarm's app service: replicas running of declared, its image, its last update; each task."""
+    if app is None:
+        out.say("app service: none; run `invoke deploy`")
+        return
+    update = f", last update {app.update}" if app.update else ""
+    out.say(f"app service {app.name}: {app.running}/{app.declared} running, image {app.image}{update}")
+    out.table(("task", "node", "state", "image", "health", "error"),
+              [(t.name, t.node, t.state, t.image, t.health or "-", t.error or "-") for t in app.tasks])
 
 
 def human_seconds(seconds: int) -> str:
@@ -183,3 +198,4 @@ def _short_image(image) -> str:
     if isinstance(image, dict):
         image = image.get("id") or image.get("image") or ""
     return str(image or "").removeprefix("sha256:")[:12]
+

@@ -16,11 +16,16 @@ HISTORY_FILE = f"{contract.HOST_LISTENER_DIR}/{contract.HISTORY_NAME}"
 
 
 def declare(target: Target) -> RoleSpec:
+    cluster = target.cluster
     return RoleSpec(
         role="webhook",
         image=IMAGE,
-        files=(File(CONFIG, template="webhook/config.json.j2", secret=True,
-                    values=(("proxy", contract.PROXY_CONTAINER),)),),
+        files=(File(CONFIG, template="webhook/config.json.j2", secret=True, values=(
+            ("proxy", contract.PROXY_CONTAINER),
+            # on a swarm a redeploy updates the app's service, whose nodes pull from the registry's twin
+            ("swarm_service", contract.APP_SERVICE if cluster else ""),
+            ("swarm_registry", cluster.registry if cluster else ""),
+        )),),
         container=ContainerSpec(
             name=NAME,
             # Docker Hub reaches /hooks/ through the proxy, the registry the listener on the docker network

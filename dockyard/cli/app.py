@@ -52,13 +52,14 @@ def exec_(c, command, env=None, host=None):
 @task(help={"json": "print JSON for scripts"})
 def status(c, env=None, json_=False):
     """Per host: every service with its image, version, health, uptime and restarts; the proxy's upstream; the
-    last release and its result."""
+    last release and its result. On a swarm, the app's service: its tasks running and declared, each task's node,
+    state, image and health."""
     env = open_env(c, env)
-    statuses = day_two.status(env)
+    state = day_two.status(env)
     if json_:
-        env.out.say(json.dumps({"env": env.name, "hosts": [s.as_dict() for s in statuses]}, indent=2))
+        env.out.say(json.dumps({"env": env.name, **state.as_dict()}, indent=2))
     else:
-        report.status(env.out, statuses)
+        report.status(env.out, state)
 
 
 @task(name="logs", help={"tail": "how many lines to show"})

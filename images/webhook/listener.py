@@ -34,6 +34,7 @@ from pathlib import Path
 import docker
 import docker.errors
 from redeploy import Coalescer, Outcome, Redeployer, first_line
+from service_update import ServiceUpdater
 from triggers import (
     REGISTRY_MEDIA_TYPES,
     Config,
@@ -180,7 +181,7 @@ class HostLock:
 class Service:
     """Queues triggers and runs each redeploy, holding the host lock: pull, switch, audit, call back."""
 
-    def __init__(self, config: Config, redeployer: Redeployer, history: Path, host_lock: HostLock):
+    def __init__(self, config: Config, redeployer: Redeployer | ServiceUpdater, history: Path, host_lock: HostLock):
         self.config = config
         self.redeployer = redeployer
         self.history = history
@@ -418,13 +419,17 @@ def main() -> int:
     except docker.errors.DockerException as e:
         log.error("cannot reach the Docker engine (%s); mount /var/run/docker.sock", first_line(e))
         return 2
-    redeployer = Redeployer(client, APP_SPEC_PATH, UPSTREAM_PATH, config.proxy, config.health_timeout)
+    if config.swarm:  # the app is a service: Swarm rolls its tasks over
+        redeployer = ServiceUpdater(client, APP_SPEC_PATH, config.swarm.service, config.health_timeout)
+    else:  # the app is one container: switch the proxy to the next slot
+        redeployer = Redeployer(client, APP_SPEC_PATH, UPSTREAM_PATH, config.proxy, config.health_timeout)
     service = Service(config, redeployer, HISTORY_PATH, HostLock(Path(LISTENER_LOCK_DIR)))
     server = Listener(("0.0.0.0", PORT), config, service.submit)
     # serve_forever() runs in this thread, and shutdown() waits for it: call it from another.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    log.info("listening on :%d; registry pushes of %s/%s, tags %s; hub repository %s", PORT, config.registry,
-             config.app_repository, list(config.tags), config.hub_repository)
+    log.info("listening on :%d; registry pushes of %s/%s, tags %s; hub repository %s; %s", PORT, config.registry,
+             config.app_repository, list(config.tags), config.hub_repository,
+             f"updates the service {config.swarm.service}" if config.swarm else "switches the proxy's slots")
     server.serve_forever()
     log.info("stopping: finishing the redeploy under way, if any")
     service.queue.close()

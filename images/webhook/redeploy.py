@@ -1,6 +1,7 @@
 """Replace the app without downtime: start the pushed image in the app's other slot, wait until its readiness probe
 passes, switch the proxy to it, then stop the old container with its grace period. A version that never gets
-healthy is removed; the old container was never stopped and keeps serving.
+healthy is removed; the old container was never stopped and keeps serving. On a swarm, `service_update` updates
+the app's service instead, pulling and running the release command with the functions here.
 
 Only the Docker SDK touches the engine: nothing from a payload ever reaches a shell.
 """
@@ -149,7 +150,7 @@ class Redeployer:
         except SpecError as e:
             return Outcome("failure", str(e), image)
         try:
-            pulled = self._pull(image)
+            pulled = pull(self.client, image)
         except docker.errors.DockerException as e:
             return Outcome("failure", f"pulling {image} failed: {first_line(e)}", image)
         current = self._container(serving)
@@ -160,7 +161,8 @@ class Redeployer:
 
         name = next_slot(doc["name"], serving, lambda n: self._container(n) is not None)
         args = {**create_args(doc, image, carried, secrets), "name": name}
-        problem = self._release(doc, args, serving) if doc["release"] else None
+        unchanged = f"nothing switched, {serving} still serves"
+        problem = run_release(self.client, doc, args, unchanged) if doc["release"] else None
         if problem is None:
             probe = readiness_probe(doc["health"] and doc["health"]["command"])
             problem = self._start(args, probe)
@@ -172,41 +174,6 @@ class Redeployer:
             time.sleep(self.settle)
         retired = self._retire(doc["name"], keep=name)
         return Outcome("success", retired or "", image, before, self._record(self._container(name)))
-
-    def _pull(self, image: str):
-        repository, _, tag = image.rpartition(":")
-        deadline = time.monotonic() + PULL_RETRY_SECONDS
-        while True:
-            try:
-                return self.client.images.pull(repository, tag=tag)
-            except docker.errors.APIError as e:
-                if "manifest unknown" not in str(e) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(POLL_INTERVAL)
-
-    def _release(self, doc: dict, args: dict, serving: str) -> str | None:
-        """Run the release command once, in a one-off container of the new image with the app's settings, network
-        and volumes (as `commands.containers.one_off`); what went wrong, with its last lines, if it failed."""
-        name = f"{doc['name']}-release"
-        try:
-            if leftover := self._container(name):
-                leftover.remove(force=True)
-            container = self.client.containers.create(
-                image=args["image"], name=name, command=doc["release"], environment=args["environment"],
-                volumes=args["volumes"], network=args["network"], detach=True,
-            )
-            try:
-                container.start()
-                exited = container.wait(timeout=RELEASE_TIMEOUT)["StatusCode"]
-                tail = container.logs(tail=LOG_LINES).decode(errors="replace").strip()
-            finally:
-                container.remove(force=True)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:  # a wait can time out
-            return f"release command failed: {first_line(e)}; nothing switched, {serving} still serves"
-        if exited == 0:
-            return None
-        said = f"; its last lines: {' | '.join(tail.splitlines())[:300]}" if tail else ""
-        return f"release command failed (exit {exited}): nothing switched, {serving} still serves{said}"
 
     def _start(self, args: dict, probe: tuple[str, ...]) -> str | None:
         """Start a container from `args` in place of whatever holds its name, and wait until its readiness `probe`
@@ -307,6 +274,47 @@ class Redeployer:
             "id": image_id, "image": container.attrs["Config"]["Image"], "digests": digests,
             "container": container.id[:12], "name": container.name,
         }
+
+
+def pull(client: docker.DockerClient, image: str):
+    """Pull `image`; a tag the registry does not serve yet is tried again for a few seconds."""
+    repository, _, tag = image.rpartition(":")
+    deadline = time.monotonic() + PULL_RETRY_SECONDS
+    while True:
+        try:
+            return client.images.pull(repository, tag=tag)
+        except docker.errors.APIError as e:
+            if "manifest unknown" not in str(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(POLL_INTERVAL)
+
+
+def run_release(client: docker.DockerClient, doc: dict, args: dict, unchanged: str) -> str | None:
+    """Run the release command once, in a one-off container of the new image with the app's settings, network
+    and volumes (as `commands.containers.one_off`); what went wrong, with its last lines, if it failed. `unchanged`
+    says what still serves then."""
+    name = f"{doc['name']}-release"
+    try:
+        try:
+            client.containers.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        container = client.containers.create(
+            image=args["image"], name=name, command=doc["release"], environment=args["environment"],
+            volumes=args["volumes"], network=args["network"], detach=True,
+        )
+        try:
+            container.start()
+            exited = container.wait(timeout=RELEASE_TIMEOUT)["StatusCode"]
+            tail = container.logs(tail=LOG_LINES).decode(errors="replace").strip()
+        finally:
+            container.remove(force=True)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:  # a wait can time out
+        return f"release command failed: {first_line(e)}; {unchanged}"
+    if exited == 0:
+        return None
+    said = f"; its last lines: {' | '.join(tail.splitlines())[:300]}" if tail else ""
+    return f"release command failed (exit {exited}): {unchanged}{said}"
 
 
 class Coalescer(Generic[Item]):

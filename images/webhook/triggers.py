@@ -21,6 +21,7 @@ REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 # A reference to pull, optionally prefixed by a registry host[:port].
 PULL_NAME = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{REPOSITORY.pattern}")
 CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # Docker's own rule, bounded
+HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}")
 MAX_NAME = 255
 MAX_URL = 2048
 MAX_EVENTS = 100
@@ -51,6 +52,15 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class Swarm:
+    """On a swarm (`cluster: swarm`) a redeploy updates the app's service, whose nodes pull from the registry's TLS
+    twin."""
+
+    service: str
+    registry: str  # host:port of the twin, as every node reaches it
+
+
+@dataclass(frozen=True)
 class Config:
     hub_token: str
     registry_token: str
@@ -61,11 +71,13 @@ class Config:
     hub_pull: str | None
     health_timeout: float
     proxy: str  # the proxy's container, where a switch reloads Caddy
+    swarm: Swarm | None = None
 
     def image_for(self, trigger: Trigger) -> str:
-        """The reference the host pulls for a trigger."""
+        """The reference the host pulls for a trigger; on a swarm, every node."""
         if trigger.source == "registry":
-            return f"{self.registry}/{self.app_repository}:{trigger.tag}"
+            registry = self.swarm.registry if self.swarm else self.registry
+            return f"{registry}/{self.app_repository}:{trigger.tag}"
         return f"{self.hub_pull}:{trigger.tag}"
 
     @property
@@ -104,8 +116,9 @@ def load_config(path: Path) -> Config:
     ):
         if value is not None and not (len(value) <= MAX_NAME and grammar.fullmatch(value)):
             raise ConfigError(f"{path}: {key} {value!r} is not a repository name")
-    if not re.fullmatch(r"[A-Za-z0-9.-]+:[0-9]{1,5}", need("registry", str)):
+    if not HOST_PORT.fullmatch(need("registry", str)):
         raise ConfigError(f"{path}: registry must be host:port")
+    swarm = _swarm(need("swarm", dict, optional=True), path)
     if need("health_timeout", (int, float)) <= 0:
         raise ConfigError(f"{path}: health_timeout must be positive seconds")
     if not CONTAINER_NAME.fullmatch(need("proxy", str)):
@@ -113,8 +126,19 @@ def load_config(path: Path) -> Config:
     return Config(
         hub_token=data["hub_token"], registry_token=data["registry_token"], registry=data["registry"],
         app_repository=data["app_repository"], tags=tuple(tags), hub_repository=hub_repository,
-        hub_pull=hub_pull, health_timeout=float(data["health_timeout"]), proxy=data["proxy"],
+        hub_pull=hub_pull, health_timeout=float(data["health_timeout"]), proxy=data["proxy"], swarm=swarm,
     )
+
+
+def _swarm(value: dict | None, path: Path) -> Swarm | None:
+    if value is None:
+        return None
+    service, registry = value.get("service"), value.get("registry")
+    if not (isinstance(service, str) and CONTAINER_NAME.fullmatch(service)):
+        raise ConfigError(f"{path}: swarm.service {service!r} is not a service name")
+    if not (isinstance(registry, str) and HOST_PORT.fullmatch(registry)):
+        raise ConfigError(f"{path}: swarm.registry must be host:port")
+    return Swarm(service, registry)
 
 
 def parse_hub_payload(body: bytes) -> Trigger:

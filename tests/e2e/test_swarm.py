@@ -10,6 +10,7 @@ tasks start again on the others. Run with -s to see the figures.
 from __future__ import annotations
 
 import collections
+import json
 import re
 import time
 
@@ -19,6 +20,7 @@ import requests
 
 from dockyard import front_door
 from dockyard.contract import APP_SERVICE
+from roles.webhook import HISTORY_FILE
 from tests.e2e.helpers import set_app_version, wait_for
 from tests.e2e.load import under_load
 
@@ -70,6 +72,10 @@ class Swarm:
         """The nodes of the app's running tasks, once all its replicas run on exactly `hosts`."""
         nodes = self.running_nodes()
         return nodes if len(nodes) == REPLICAS and set(nodes) == set(hosts) else None
+
+    def history(self) -> list[dict]:
+        """The audit log of the app's releases, on the manager."""
+        return [json.loads(line) for line in self.manager(f"cat {HISTORY_FILE}").splitlines()]
 
     def answer(self, version: int) -> str:
         return f"Flask Hello world! Version {version}\n"
@@ -132,7 +138,9 @@ def test_a_release_under_load_loses_no_request(swarm):
     swarm.version = 2
     assert set(load.answers) == {swarm.answer(1), swarm.answer(2)}  # the update happened under load
     assert swarm.says() == swarm.answer(2)
-    assert swarm.running_nodes() == ["node1", "node2", "node3"]
+    # Swarm does not rebalance: a start-first update may start a task beside another one (its scheduler counts the
+    # replaced task until it stops, so every node ties), as seen here once: node2, node3, node3
+    assert len(swarm.running_nodes()) == REPLICAS
     assert {image.rpartition(":")[2] for _, _, image in swarm.tasks()} == {"v2"}
 
 
@@ -147,6 +155,61 @@ def test_a_deploy_whose_health_check_fails_is_rolled_back_with_no_request_lost(s
     assert set(load.answers) == {swarm.answer(swarm.version)}
     assert {image for _, _, image in swarm.tasks()} == before
     set_app(swarm, swarm.version)
+
+
+def test_a_webhook_redeploy_whose_health_check_fails_is_rolled_back_and_recorded(swarm):
+    set_app(swarm, 4, healthy=False)
+    (before,) = {image for _, _, image in swarm.tasks()}
+    load, result = swarm.under_load("app.release of a broken app on the swarm (the webhook's service update)",
+                                    lambda: swarm.invoke("app.release", "--version", "v4", check=False))
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line]
+    assert line.startswith("error: node1: release flask-hello:v4 failed: swarm rolled the update back "
+                           "(rollback_completed): update rolled back due to failure or early termination of task "), \
+        result.stderr
+    assert set(load.answers) == {swarm.answer(swarm.version)}
+    assert {image for _, _, image in swarm.tasks()} == {before}
+    entry = swarm.history()[-1]
+    assert (entry["trigger"]["tag"], entry["result"]) == ("v4", "failure")
+    assert entry["before"]["image"] == entry["after"]["image"] == before
+    set_app(swarm, swarm.version)
+
+
+def test_status_shows_the_apps_service_and_each_task(swarm):
+    service = json.loads(swarm.invoke("status", "--json").stdout)["service"]
+    assert (service["name"], service["running"], service["declared"]) == (APP_SERVICE, REPLICAS, REPLICAS)
+    assert sorted(t["node"] for t in service["tasks"]) == swarm.running_nodes()
+    assert {(t["image"], t["health"]) for t in service["tasks"]} == {(service["image"], "healthy")}
+    shown = swarm.invoke("status").stdout
+    print(f"\n{shown}")
+    assert f"app service {APP_SERVICE}: {REPLICAS}/{REPLICAS} running" in shown
+
+
+def test_logs_come_from_every_task_each_line_naming_its_task_and_node(swarm):
+    lines = swarm.invoke("app.logs", "--lines", "5").stdout.splitlines()
+    nodes = [re.match(rf"{APP_SERVICE}\.[0-9]+@(node[0-9]) +\| ", line) for line in lines]
+    assert all(nodes), lines
+    assert {n[1] for n in nodes} == {"node1", "node2", "node3"}
+
+
+def test_exec_runs_beside_the_tasks_on_the_overlay(swarm):
+    resolve = "import socket; print(len(socket.gethostbyname_ex('tasks.dockyard_app')[2]))"
+    assert swarm.invoke("app.exec", f"python3 -c \"{resolve}\"").stdout.strip() == str(REPLICAS)
+    assert swarm.invoke("app.exec", "sh -c 'exit 3'", check=False).returncode == 3
+
+
+def test_rollback_and_back_again_lose_no_request(swarm):
+    (current,) = {image for _, _, image in swarm.tasks()}
+    load, result = swarm.under_load("app.rollback on the swarm", lambda: swarm.invoke("app.rollback"))
+    (earlier,) = {image for _, _, image in swarm.tasks()}
+    assert earlier != current and earlier.rpartition(":")[2].startswith("deploy-")
+    assert f"rolled back to {earlier} (from {current})" in result.stdout
+    assert swarm.says() == swarm.answer(1)
+    entry = swarm.history()[-1]
+    assert (entry["trigger"]["source"], entry["result"], entry["after"]["image"]) == ("rollback", "success", earlier)
+    swarm.invoke("app.rollback", "--to", current.rpartition(":")[2])
+    assert {image for _, _, image in swarm.tasks()} == {current}
+    assert swarm.says() == swarm.answer(swarm.version)
 
 
 def test_a_stopped_worker_s_tasks_start_again_on_the_others(swarm):

@@ -86,14 +86,18 @@ def static(project, tmp_path, monkeypatch):
     return make
 
 
-def run_task(project, task, *args, **kwargs) -> invoke.Exit:
-    """A task body as `invoke` runs it, with this project's config; the Exit it ends with."""
-    config = invoke.Config(overrides={"dockyard": {
+def task_context(project) -> invoke.Context:
+    """The context `invoke` runs a task body with, with this project's config."""
+    return invoke.Context(invoke.Config(overrides={"dockyard": {
         "root": str(REPO), "env": "t-remote", "inventory_dir": str(project.inventory_dir),
         "state_dir": str(project.state_dir), "lock_timeout": DEFAULT_LOCK_TIMEOUT,
-    }})
+    }}))
+
+
+def run_task(project, task, *args, **kwargs) -> invoke.Exit:
+    """A task body as `invoke` runs it; the Exit it ends with."""
     with pytest.raises(invoke.Exit) as caught:
-        task(invoke.Context(config), *args, **kwargs)
+        task(task_context(project), *args, **kwargs)
     return caught.value
 
 

@@ -400,15 +400,15 @@ class FlakyRegistry:
 
 def test_a_pull_right_after_the_push_is_tried_again_briefly(monkeypatch):
     monkeypatch.setattr(redeploy, "POLL_INTERVAL", 0.01)
-    redeployer = redeploy.Redeployer(FlakyRegistry(misses=2), Path("spec"), Path("upstream"), "proxy", 1)
-    assert redeployer._pull("127.0.0.1:5000/flask-hello:v2") == "pulled 127.0.0.1:5000/flask-hello:v2"
-    assert redeployer.client.pulls == 3
+    client = FlakyRegistry(misses=2)
+    assert redeploy.pull(client, "127.0.0.1:5000/flask-hello:v2") == "pulled 127.0.0.1:5000/flask-hello:v2"
+    assert client.pulls == 3
     # any other refusal fails at once, and a tag that never comes fails after a few seconds
     with pytest.raises(docker.errors.NotFound):
-        redeploy.Redeployer(FlakyRegistry(misses=1, error="unauthorized"), Path("s"), Path("u"), "p", 1)._pull("a:b")
+        redeploy.pull(FlakyRegistry(misses=1, error="unauthorized"), "a:b")
     monkeypatch.setattr(redeploy, "PULL_RETRY_SECONDS", 0.1)
     with pytest.raises(docker.errors.NotFound):
-        redeploy.Redeployer(FlakyRegistry(misses=10**6), Path("s"), Path("u"), "p", 1)._pull("a:b")
+        redeploy.pull(FlakyRegistry(misses=10**6), "a:b")
 
 
 class StartingContainer:
