@@ -51,6 +51,7 @@ TARGETS = {
     "release_seconds": 10.0,
     "release_bytes_ratio": 2.0,
     "fanout_ratio": 1.3,
+    "swarm_deploy_ratio": 1.3,  # 3 hosts / 1 host, as the fan-out's
     "noop_ratio": 0.4,  # dockyard / pyinfra, whole process
     "template_ratio": 0.5,
     "recreate_ratio": 1.0,
@@ -80,7 +81,11 @@ proxied = median_ms(ThroughProxy("localhost", 443, context=ssl.create_default_co
 print(json.dumps({"direct": direct, "proxied": proxied}))
 """
 UPLINK_RATE = "50mbit"
-PARTS = ("cold", "latency", "release", "peers", "uplink", "fanout")
+# A swarm's first host is its one manager and runs the services; the others only run the app's tasks, one per host.
+SWARM_MANAGER_ROLES = "[manager, registry, proxy, app, webhook]"
+# How many requests in a row must answer with the new version: 3 per task of a 3-host swarm
+SWARM_PROBE_REQUESTS = 9
+PARTS = ("cold", "latency", "release", "peers", "uplink", "fanout", "swarm")
 
 
 @dataclass
@@ -102,13 +107,19 @@ class Bench:
         for folder in ("templates", "images", "apps"):
             shutil.copytree(REPO / folder, self.sources / folder, ignore=shutil.ignore_patterns("__pycache__"))
 
-    def inventory(self, env: str, hosts: int) -> None:
+    def inventory(self, env: str, hosts: int, swarm: bool = False) -> None:
+        """`hosts` sandbox hosts with the whole stack each; with `swarm`, one swarm of them (SWARM_MANAGER_ROLES)."""
         folder = self.root / "inventory"
         folder.mkdir(exist_ok=True)
-        names = "\n".join(f"  h{i}: {{}}" for i in range(1, hosts + 1))
-        (folder / f"{env}.yml").write_text(
-            f"provider: sandbox\nhosts:\n{names}\nservices:\n  mirror: {{remote_url: 'http://dockyard-registry:5000'}}\n"
-        )
+        if swarm:
+            roles = [SWARM_MANAGER_ROLES, *["[]"] * (hosts - 1)]
+            names = "\n".join(f"  h{i}: {{roles: {r}}}" for i, r in enumerate(roles, start=1))
+            text = f"provider: sandbox\ncluster: swarm\nhosts:\n{names}\nservices:\n  app: {{replicas: {hosts}}}\n"
+        else:
+            names = "\n".join(f"  h{i}: {{}}" for i in range(1, hosts + 1))
+            text = (f"provider: sandbox\nhosts:\n{names}\n"
+                    f"services:\n  mirror: {{remote_url: 'http://dockyard-registry:5000'}}\n")
+        (folder / f"{env}.yml").write_text(text)
 
     def env(self, name: str) -> Env:
         return Env.open(self.sources, name, self.root / "inventory", self.root / "state", Reporter(io.StringIO()))
@@ -146,26 +157,40 @@ def phases(env: Env) -> dict[str, float]:
     return out
 
 
-def cold_and_noop(bench: Bench, results: Results) -> None:
-    env = bench.env("bench")
+def cold(env: Env, built_first: bool = False) -> tuple[float, float]:
+    """A cold `provision`, then `deploy`: the seconds of each; with `built_first`, the images the deploy ships are
+    built in between, untimed."""
     started = time.monotonic()
     env.provider.provision()
     provisioned = time.monotonic()
+    if built_first:
+        deploy.declare(env, env.hosts())
+        provisioned = time.monotonic()
     deploy.converge(env, CLAIM)
-    finished = time.monotonic()
-    results.add("cold_provision_seconds", provisioned - started, unit="s")
-    results.add("cold_deploy_seconds", finished - provisioned, f"<= {TARGETS['cold_deploy_seconds']} s", "s")
+    return provisioned - started, time.monotonic() - provisioned
+
+
+def noop(bench: Bench, name: str, results: Results, prefix: str = "") -> None:
+    """A rerun of `deploy` on environment `name`, converged: its time, SSH connections and remote commands."""
+    env = bench.env(name)
+    per_host = f"1 per host ({len(env.hosts())})"
+    logins = accepted_logins(env)
+    with counted() as rerun:
+        deploy.converge(env, CLAIM)
+    results.add(f"{prefix}noop_seconds", rerun["seconds"], f"<= {TARGETS['noop_seconds']} s", "s")
+    results.add(f"{prefix}noop_connections", rerun["connections"], per_host)
+    results.add(f"{prefix}noop_connections_seen_by_sshd", accepted_logins(env) - logins, per_host)
+    results.add(f"{prefix}noop_remote_commands", rerun["commands"])
+
+
+def cold_and_noop(bench: Bench, results: Results) -> None:
+    env = bench.env("bench")
+    provision_seconds, deploy_seconds = cold(env)
+    results.add("cold_provision_seconds", provision_seconds, unit="s")
+    results.add("cold_deploy_seconds", deploy_seconds, f"<= {TARGETS['cold_deploy_seconds']} s", "s")
     for phase, seconds in phases(env).items():
         results.add(f"cold_phase_{phase}_seconds", seconds, unit="s")
-
-    env = bench.env("bench")
-    logins = accepted_logins(env)
-    with counted() as noop:
-        deploy.converge(env, CLAIM)
-    results.add("noop_seconds", noop["seconds"], f"<= {TARGETS['noop_seconds']} s", "s")
-    results.add("noop_connections", noop["connections"], "1 per host")
-    results.add("noop_connections_seen_by_sshd", accepted_logins(env) - logins, "1 per host")
-    results.add("noop_remote_commands", noop["commands"])
+    noop(bench, "bench", results)
 
 
 def proxy_latency(bench: Bench, results: Results) -> None:
@@ -196,16 +221,17 @@ class Released:
     new_config_bytes: int
 
 
-def release_next_version(bench: Bench, env: Env) -> Released:
-    """Change one line of the app (its version), release it and ask the proxy what serves."""
+def release_next_version(bench: Bench, env: Env, probe: int = 1) -> Released:
+    """Change one line of the app (its version), release it and ask the proxy what serves: serving once the new
+    version answers `probe` requests in a row."""
     app = bench.sources / "apps" / "flask-hello" / "app.py"
     version = int(re.search(r"^VERSION = (\d+)$", app.read_text(), re.MULTILINE)[1]) + 1
     app.write_text(re.sub(r"^VERSION = \d+$", f"VERSION = {version}", app.read_text(), flags=re.MULTILINE))
     tag = f"bench-v{version}"
-    (record,) = env.hosts()
+    (record,) = env.hosts_with("app")
     url = f"{front_door.url(env.inventory, record)}/"
     trusted = ssl.create_default_context(cafile=front_door.export_ca(env, None))
-    serving = ServingWatch(url, trusted, f"Version {version}")
+    serving = ServingWatch(url, trusted, f"Version {version}", probe)
     with counted() as pushed:
         (outcome,) = release.release(env, tag, 120, CLAIM)
     answer = urllib.request.urlopen(url, timeout=5, context=trusted)
@@ -314,22 +340,28 @@ def shaped_uplink(bench: Bench, results: Results) -> None:
 
 
 class ServingWatch:
-    """Asks `url` every 50 ms, from now on, until the answer holds `text`."""
+    """Asks `url` every 50 ms, from now on, until `probe` answers in a row hold `text`; seen from the first of them."""
 
-    def __init__(self, url: str, context: ssl.SSLContext, text: str):
+    def __init__(self, url: str, context: ssl.SSLContext, text: str, probe: int = 1):
         self.started = time.monotonic()
         self.seen: float | None = None
-        self._thread = threading.Thread(target=self._watch, args=(url, context, text), daemon=True)
+        self._thread = threading.Thread(target=self._watch, args=(url, context, text, probe), daemon=True)
         self._thread.start()
 
-    def _watch(self, url: str, context: ssl.SSLContext, text: str) -> None:
+    def _watch(self, url: str, context: ssl.SSLContext, text: str, probe: int) -> None:
+        in_a_row, first = 0, 0.0
         while time.monotonic() - self.started < 300:
+            asked = time.monotonic()
             try:
-                if text in urllib.request.urlopen(url, timeout=5, context=context).read().decode():
-                    self.seen = time.monotonic()
-                    return
+                answered = text in urllib.request.urlopen(url, timeout=5, context=context).read().decode()
             except OSError:
-                pass
+                answered = False
+            in_a_row = in_a_row + 1 if answered else 0
+            if in_a_row == 1:
+                first = asked
+            if in_a_row == probe:
+                self.seen = first
+                return
             time.sleep(0.05)
 
     def seconds(self) -> float:
@@ -373,6 +405,35 @@ def fan_out(bench: Bench, results: Results) -> None:
     results.add("fanout_ratio", timings[3] / timings[1], f"<= {TARGETS['fanout_ratio']}")
 
 
+def swarm_scaling(bench: Bench, results: Results) -> None:
+    """A cold deploy of a 1-host swarm against a 3-host one, their no-op reruns, then a release on the 3 hosts."""
+    deploys = {}
+    for hosts in (1, 3):
+        name = f"swarm{hosts}"
+        bench.inventory(name, hosts, swarm=True)
+        env = bench.env(name)
+        provision_seconds, deploys[hosts] = cold(env, built_first=True)
+        compared = f"1 host: {deploys[1]:.1f} s" if hosts == 3 else f"<= {TARGETS['cold_deploy_seconds']} s"
+        results.add(f"swarm_{hosts}_hosts_provision_seconds", provision_seconds, unit="s")
+        results.add(f"swarm_{hosts}_hosts_deploy_seconds", deploys[hosts], compared, "s (images built)")
+        noop(bench, name, results, f"swarm_{hosts}_hosts_")
+        if hosts == 1:
+            teardown(env)
+    results.add("swarm_deploy_ratio", deploys[3] / deploys[1], f"<= {TARGETS['swarm_deploy_ratio']}",
+                "(3 hosts / 1 host)")
+
+    done = release_next_version(bench, bench.env("swarm3"), probe=SWARM_PROBE_REQUESTS)
+    results.add("swarm_release_to_serving_seconds", done.serving_seconds,
+                f"<= {TARGETS['release_to_serving_seconds']} s",
+                f"s (from `app.release` to the new version answering {SWARM_PROBE_REQUESTS} requests in a row)")
+    results.add("swarm_release_seconds", done.seconds, f"<= {TARGETS['release_seconds']} s",
+                "s (until `app.release` ends: the service update completed)")
+    results.add("swarm_release_push_seconds", done.push_seconds, unit="s")
+    results.add("swarm_release_redeploy_seconds", done.redeploy_seconds, unit="s")
+    results.add("swarm_release_serving", done.serving)
+    teardown(bench.env("swarm3"))
+
+
 def teardown(env: Env) -> None:
     env.provider.teardown()
     env.state.clear()
@@ -393,6 +454,7 @@ def main() -> int:
         "peers": (f"dockyard and {peers.PYINFRA}, side by side", lambda: peers_side_by_side(bench, results, args.runs)),
         "uplink": (f"cold deploy and release through a {UPLINK_RATE} uplink", lambda: shaped_uplink(bench, results)),
         "fanout": ("fan-out: one host, then three", lambda: fan_out(bench, results)),
+        "swarm": ("a swarm of one host, then of three: deploy, no-op, release", lambda: swarm_scaling(bench, results)),
     }
     with tempfile.TemporaryDirectory(prefix="dockyard-bench-") as tmp:
         bench = Bench(Path(tmp))
