@@ -120,9 +120,7 @@ class Node:
     id: str  # empty while the host is in no swarm
     hostname: str
     state: str = ""  # the host's own: inactive | pending | active | error | locked
-    manages: bool = False
     status: str = ""  # a manager's view: Ready | Down | Unknown
-    availability: str = ""  # Active | Pause | Drain
 
     @property
     def member(self) -> bool:
@@ -203,17 +201,17 @@ def _docker(text: str) -> tuple[str, str | None, tuple[str, int] | None]:
 
 
 def _node(text: str) -> Node | None:
-    """`state id manages`, then the host name; nothing when the read was not a swarm's."""
+    """`state id manages` (the read itself asks `manages`), then the host name; nothing off a swarm."""
     lines = text.splitlines()
     if not lines:
         return None
-    state, node_id, manages = (lines[0].split() + ["", "", ""])[:3]
-    return Node(node_id, lines[1].strip(), state, manages == "true")
+    state, node_id = (lines[0].split() + ["", ""])[:2]
+    return Node(node_id, lines[1].strip(), state)
 
 
 def _listed_node(line: str) -> Node:
-    node_id, hostname, status, availability = line.split()[:4]
-    return Node(node_id.rstrip("*"), hostname, status=status, availability=availability)
+    node_id, hostname, status = line.split()[:3]
+    return Node(node_id, hostname, status=status)
 
 
 def _service(inspect: dict) -> ServiceSeen:

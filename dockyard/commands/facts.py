@@ -24,7 +24,7 @@ SECTIONS = (
 # view of the nodes, and the app's service.
 SWARM_SECTIONS = ("swarm", "nodes", "service")
 NODE_STATE = "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Swarm.ControlAvailable}}"
-NODE_LINE = "{{.ID}} {{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}}"
+NODE_LINE = "{{.ID}} {{.Hostname}} {{.Status}}"
 ABSENT, STOPPED, RUNNING = "absent", "stopped", "running"
 DAEMON_WAIT = 60  # seconds a read that starts the engine waits for it to answer
 ENGINE_STATE = (

@@ -187,13 +187,13 @@ def test_the_swarm_sections_of_the_facts_read_are_parsed():
             "dpkg", "init", "boot", "guard", "guard_boot", "groups", "containers", "images", "files", "owners",
             "upstream")),
         "::swarm", "active abc123 true", "node1",
-        "::nodes", "abc123 node1 Ready Active Leader", "def456 node2 Down Active ",
+        "::nodes", "abc123 node1 Ready", "def456 node2 Down",
         "::service", '[{"Spec": {"TaskTemplate": {"ContainerSpec": {"Image": "r:5443/a:v2@sha256:1"}}, '
                      '"Mode": {"Replicated": {"Replicas": 3}}}}]',
         "::end",
     ])
     seen = facts.parse(output, "node1")
-    assert seen.node == facts.Node("abc123", "node1", "active", True)
+    assert seen.node == facts.Node("abc123", "node1", "active")
     assert [(n.id, n.hostname, n.status) for n in seen.nodes] == [("abc123", "node1", "Ready"),
                                                                    ("def456", "node2", "Down")]
     assert seen.service == facts.ServiceSeen("r:5443/a:v2@sha256:1", 3)
