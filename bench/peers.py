@@ -117,7 +117,7 @@ def pyinfra_tool(env: Env, folder: Path) -> Tool:
     wanted = [deploy.resolve(spec, target, built, templates, context) for spec in specs]
     with env.connect(record) as conn:
         for built_image in built.values():
-            transfer.ship(conn, env.out, built_image.ref)
+            transfer.ship(conn, env.out, env.layers.packed(built_image.ref))
     workload = {
         "network": wanted[0].container.network,
         "services": [service(want, built, folder) for want in wanted],

@@ -21,7 +21,7 @@ from dockyard.contract import APP_SERVICE, CLUSTER_NETWORK, CLUSTER_REGISTRY_POR
 from dockyard.environment import Env
 from dockyard.errors import DockyardError, ImageError
 from dockyard.lock import Claim
-from dockyard.plan import Plan, make_plan, plan_docker
+from dockyard.plan import Plan, Transfer, make_plan, plan_docker
 from dockyard.runner import Applier
 from dockyard.spec import Cluster, ContainerSpec, Desired, Rendered, ResolvedImage, RoleSpec, Target
 from dockyard.ssh import STATS, HostConnection
@@ -62,6 +62,7 @@ def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None,
                 except DockyardError as e:
                     failures.append((record.name, e))
         finally:
+            env.layers.stop()
             for future in connecting.values():
                 if future.exception() is None:
                     future.result().close()
@@ -146,7 +147,10 @@ def _converge_host(env: Env, conn: HostConnection, desired: list[Desired], claim
                 else:
                     env.out.step(record.name, "dockerd", "ok", "was starting: waited until it answered", seconds)
             plan = _plan(env, record, desired, seen)
-            with Applier(conn, env.out, env.inventory.services.registry.port) as applier:
+            # packed while a fresh host installs Docker: what the plan sends is ready when the registry is
+            env.layers.prepare(step.local_image for role in plan.roles for step in role.steps
+                               if isinstance(step, Transfer))
+            with Applier(env, conn) as applier:
                 if membership:  # Docker, then the swarm, then the services
                     docker, *services = plan.roles
                     applier.apply_role(record.name, docker)

@@ -9,6 +9,7 @@ from pathlib import Path
 from dockyard import inventory as inventory_module
 from dockyard.errors import DockyardError
 from dockyard.inventory import Inventory, resolve_path
+from dockyard.layers import LayerCache
 from dockyard.providers import Provider, provider_for
 from dockyard.report import Reporter
 from dockyard.ssh import HostConnection
@@ -39,6 +40,11 @@ class Env:
     @functools.cached_property
     def provider(self) -> Provider:
         return provider_for(self)
+
+    @functools.cached_property
+    def layers(self) -> LayerCache:
+        """Local images packed to send, shared by the project's environments."""
+        return LayerCache(self.state.dir.parent / "layers")
 
     def hosts(self) -> list[HostRecord]:
         """The environment's hosts as they can be reached now."""

@@ -4,7 +4,7 @@ Where no registry can be reached (air-gapped networks), the base image comes fro
 through debootstrap and `docker import`; everything else is built on top of it.
 
 Which images the engine holds is read with one `docker image inspect`. The Docker SDK, which takes a tenth of a
-second to import, is imported by the functions that build, save and push alone: a deploy with nothing to build or
+second to import, is imported by the functions that build, inspect and save alone: a deploy with nothing to build or
 move never loads it.
 """
 
@@ -333,11 +333,12 @@ def build_args(base: str, files: Mapping[str, Path]) -> dict[str, str]:
     return args
 
 
-def image_size(ref: str) -> int:
+def inspect(ref: str) -> dict:
+    """The local engine's description of the image `ref`: its id, and its layers' digests under RootFS."""
     import docker.errors
 
     try:
-        return engine().images.get(ref).attrs["Size"]
+        return engine().api.inspect_image(ref)
     except docker.errors.ImageNotFound:
         raise ImageError(f"no local image {ref}; build or pull it first (docker image ls lists them)") from None
 
@@ -345,25 +346,6 @@ def image_size(ref: str) -> int:
 def save_chunks(ref: str) -> Iterator[bytes]:
     """`docker save` as a stream: nothing lands in a temporary file."""
     return engine().api.get_image(ref, chunk_size=1024 * 1024)
-
-
-def push(local_ref: str, registry: str, repository: str, progress: Callable[[], None]) -> None:
-    """Push `local_ref` as <registry>/<repository>; the registry receives only the layers it lacks."""
-    import docker.errors
-
-    client = engine()
-    target = f"{registry}/{repository}"
-    name, _, tag = target.rpartition(":")
-    client.images.get(local_ref).tag(name, tag)
-    try:
-        for event in client.api.push(name, tag=tag, stream=True, decode=True):
-            if "error" in event:
-                raise ImageError(f"push of {repository} failed: {event['error']}")
-            progress()
-    except docker.errors.APIError as e:
-        raise ImageError(f"push of {repository} failed: {_first_line(e)}") from None
-    finally:
-        client.api.remove_image(target, noprune=True)
 
 
 def _first_line(e: Exception) -> str:

@@ -1,4 +1,4 @@
-"""The private registry's HTTP API (distribution v2): list, describe and delete, nothing else.
+"""The private registry's HTTP API (distribution v2): list, describe, delete, and receive blobs and manifests.
 
 In real use the base URL is one end of an SSH tunnel (`HostConnection.tunnel`), so the registry never
 needs a public port. Only the standard library is used: this runs wherever dockyard runs.
@@ -14,12 +14,12 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from dockyard.errors import RegistryError
 
@@ -81,9 +81,13 @@ def next_page(link_header: str | None) -> str | None:
     for target, params in _LINK.findall(link_header or ""):
         rels = re.findall(r';\s*rel\s*=\s*"?([^";]+)"?', params)
         if any("next" in rel.split() for rel in rels):
-            url = urllib.parse.urlsplit(target)
-            return urllib.parse.urlunsplit(("", "", url.path, url.query, ""))
+            return _relative(target)
     return None
+
+
+def _relative(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
 
 
 class RegistryClient:
@@ -93,6 +97,7 @@ class RegistryClient:
         self.where = where or self.base_url  # what errors name: a host, not the tunnel's local port
         self.timeout = timeout
         self._headers = {}
+        self._holders: dict[str, str] = {}  # blob digest -> a repository seen holding it, to link it from
         if auth:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
@@ -176,6 +181,25 @@ class RegistryClient:
         self._call("DELETE", f"/v2/{deletion.repository}/manifests/{deletion.digest}",
                    deletion.repository, deletion.tag)
 
+    def put_blob(self, repository: str, digest: str, size: int, data: Callable[[], BinaryIO]) -> None:
+        """Make `repository` hold the blob: there already, linked from a repository seen holding it (no bytes
+        travel), or uploaded in one request from the file `data` opens."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        if self._call("HEAD", path, repository, absent_ok=True).status != 200:
+            source = self._holders.get(digest)
+            query = f"?mount={digest}&from={source}" if source else ""
+            started = self._call("POST", f"/v2/{repository}/blobs/uploads/{query}", repository)
+            if started.status != 201:  # 201: mounted
+                location = _relative(started.headers["Location"])
+                with data() as body:
+                    self._call("PUT", f"{location}{'&' if '?' in location else '?'}digest={digest}", repository,
+                               body=body, content_type="application/octet-stream", length=size)
+        self._holders[digest] = repository
+
+    def put_manifest(self, repository: str, tag: str, manifest: bytes, media_type: str) -> None:
+        self._call("PUT", f"/v2/{repository}/manifests/{tag}", repository, tag, body=manifest,
+                   content_type=media_type, length=len(manifest))
+
     def _manifest(self, repository: str, reference: str) -> tuple[str, str, dict]:
         try:
             response = self._call("GET", f"/v2/{repository}/manifests/{reference}", repository, reference,
@@ -210,14 +234,20 @@ class RegistryClient:
         return items
 
     def _call(self, method: str, path: str, repository: str | None = None, reference: str | None = None,
-              accept: str | None = None) -> _Response:
+              accept: str | None = None, absent_ok: bool = False, body: bytes | BinaryIO | None = None,
+              content_type: str | None = None, length: int | None = None) -> _Response:
+        """One request; an error answer raises, but with `absent_ok` a 404 is returned."""
         headers = {**self._headers, **({"Accept": accept} if accept else {})}
-        request = urllib.request.Request(self.base_url + path, headers=headers, method=method)
+        if body is not None:
+            headers |= {"Content-Type": content_type, "Content-Length": str(length)}
+        request = urllib.request.Request(self.base_url + path, data=body, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as r:
                 return _Response(r.status, r.headers, r.read())
         except urllib.error.HTTPError as e:
             response = _Response(e.code, e.headers, e.read())
+            if absent_ok and e.code == 404:
+                return response
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", None) or e
             raise RegistryError(
@@ -239,7 +269,7 @@ class RegistryClient:
         if code == "MANIFEST_UNKNOWN" or (response.status == 404 and "/manifests/" in path):
             return _ManifestUnknown(
                 f"{self.where}: {repository} has no tag {reference}; `invoke registry.tags {repository}` lists them")
-        if code == "UNSUPPORTED" or response.status == 405:
+        if method == "DELETE" and (code == "UNSUPPORTED" or response.status == 405):
             return RegistryError(
                 f"{self.where}: the registry refuses deletes; set storage.delete.enabled: true in its config "
                 f"(templates/registry/config.yml.j2) and redeploy it"
@@ -264,11 +294,14 @@ class _ManifestUnknown(RegistryError):
 
 @contextmanager
 def open_registry(env: Env, record: HostRecord) -> Iterator[tuple[HostConnection, RegistryClient]]:
-    """A connection to the host and a client of its registry, through an SSH tunnel on that connection.
-    Basic auth, where the registry has it, comes from DOCKYARD_REGISTRY_USER and DOCKYARD_REGISTRY_PASSWORD."""
+    """A connection to the host and a client of its registry, through an SSH tunnel on that connection."""
+    with env.connect(record) as conn, conn.tunnel(env.inventory.services.registry.port) as port:
+        yield conn, through_tunnel(env, record.name, port)
+
+
+def through_tunnel(env: Env, host: str, port: int) -> RegistryClient:
+    """A client of `host`'s registry at the local end of a tunnel; basic auth, where the registry has it, from
+    DOCKYARD_REGISTRY_USER and DOCKYARD_REGISTRY_PASSWORD."""
     user, password = os.environ.get("DOCKYARD_REGISTRY_USER"), os.environ.get("DOCKYARD_REGISTRY_PASSWORD", "")
     env.out.hide(password)
-    with env.connect(record) as conn, conn.tunnel(env.inventory.services.registry.port) as port:
-        yield conn, RegistryClient(
-            f"http://127.0.0.1:{port}", f"{record.name} registry", (user, password) if user else None
-        )
+    return RegistryClient(f"http://127.0.0.1:{port}", f"{host} registry", (user, password) if user else None)

@@ -79,7 +79,7 @@ def _release_to(env: Env, conn: HostConnection, seen: int, local_ref: str, repos
     name, tag = conn.record.name, repository.rsplit(":", 1)[1]
     started = time.monotonic()
     with lock.held(conn, env.out, claim), conn.tunnel(env.inventory.services.registry.port) as port:
-        transfer.push(conn, env.out, port, local_ref, repository)
+        transfer.push(conn, env.out, transfer.registry(env, name, port), env.layers.packed(local_ref), repository)
     pushed = time.monotonic()
     entry = _wait_for_entry(conn, seen, tag, timeout)
     done = time.monotonic()

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 from dockyard import transfer
 from dockyard.commands.lock import STEP_SHELL
 from dockyard.errors import DockyardError, RemoteFailed
 from dockyard.plan import Plan, RemoteStep, RolePlan, Step, Transfer
-from dockyard.report import Reporter
 from dockyard.ssh import HostConnection
+
+if TYPE_CHECKING:
+    from dockyard.environment import Env
+    from dockyard.registry_api import RegistryClient
 
 STEP_MARK = "::step "
 
@@ -43,10 +47,10 @@ def batches(steps: tuple[Step, ...]) -> list[Transfer | list[RemoteStep]]:
 
 
 class Applier:
-    def __init__(self, conn: HostConnection, out: Reporter, registry_port: int):
-        self.conn, self.out, self.registry_port = conn, out, registry_port
+    def __init__(self, env: Env, conn: HostConnection):
+        self.env, self.conn, self.out = env, conn, env.out
         self._stack = ExitStack()
-        self._tunnel_port: int | None = None
+        self._registry: RegistryClient | None = None
 
     def __enter__(self) -> Applier:
         return self
@@ -67,10 +71,10 @@ class Applier:
             for batch in batches(role.steps):
                 match batch:
                     case Transfer(kind="ship"):
-                        transfer.ship(self.conn, self.out, batch.local_image)
+                        transfer.ship(self.conn, self.out, self.env.layers.packed(batch.local_image))
                     case Transfer(kind="push"):
-                        # the host names its registry 127.0.0.1:<port>; the tunnel reaches it under another port
-                        transfer.push(self.conn, self.out, self.tunnel_port(), batch.local_image, batch.repository)
+                        transfer.push(self.conn, self.out, self.registry(), self.env.layers.packed(batch.local_image),
+                                      batch.repository)
                     case _:
                         self._run(batch)
         except DockyardError as e:
@@ -87,7 +91,9 @@ class Applier:
             e.stdout = "\n".join(line for line in e.stdout.splitlines() if not line.startswith(STEP_MARK))
             raise
 
-    def tunnel_port(self) -> int:
-        if self._tunnel_port is None:
-            self._tunnel_port = self._stack.enter_context(self.conn.tunnel(self.registry_port))
-        return self._tunnel_port
+    def registry(self) -> RegistryClient:
+        """The host's registry, through a tunnel opened on first use."""
+        if self._registry is None:
+            port = self._stack.enter_context(self.conn.tunnel(self.env.inventory.services.registry.port))
+            self._registry = transfer.registry(self.env, self.conn.record.name, port)
+        return self._registry

@@ -15,13 +15,13 @@ def base(c, env=None):
 
 @task(iterable=["image"], help={"image": "local image to stream to every host (repeatable)", **LOCK_HELP})
 def ship(c, image, env=None, lock_timeout=None):
-    """Stream images to every host with `docker save | ssh docker load`, no temporary file."""
+    """Stream images to every host into `docker load` over SSH, their layers gzipped once for all hosts."""
     env = open_env(c, env)
     held = claim(c, "images.ship", lock_timeout)
     for record in env.hosts():
         with env.connect(record) as conn, lock.held(conn, env.out, held):
-            for ref in image:
-                transfer.ship(conn, env.out, ref)
+            for ref in map(local_images.with_tag, image):
+                transfer.ship(conn, env.out, env.layers.packed(ref))
     env.out.say(f"shipped {len(image)} image(s); {STATS.bytes_sent} bytes sent over SSH")
 
 
@@ -35,5 +35,5 @@ def push(c, image, env=None, lock_timeout=None):
         with (env.connect(record) as conn, lock.held(conn, env.out, held),
               conn.tunnel(env.inventory.services.registry.port) as port):
             for ref in map(local_images.with_tag, image):
-                transfer.push(conn, env.out, port, ref, ref)
+                transfer.push(conn, env.out, transfer.registry(env, record.name, port), env.layers.packed(ref), ref)
     env.out.say(f"pushed {len(image)} image(s); {STATS.bytes_sent} bytes sent over SSH")

@@ -15,6 +15,7 @@ from dockyard import registry_gc, report
 from dockyard.cli.registry import remove_tag
 from dockyard.commands.registry_gc import gc_script
 from dockyard.errors import Aborted, RegistryError
+from dockyard.layers import MANIFEST_TYPE, LayerCache
 from dockyard.registry_api import MANIFEST_ACCEPT, RegistryClient
 from dockyard.report import Reporter
 from tests.e2e.helpers import wait_for
@@ -196,3 +197,29 @@ def run_gc(reg, delete_untagged: bool) -> registry_gc.GcResult:
     ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=180)
     assert ran.returncode == 0, ran.stderr
     return registry_gc.parse_summary(ran.stdout, "this machine")
+
+
+def test_a_packed_image_is_uploaded_once_linked_into_a_second_repository_and_pulls_back_whole(tmp_path):
+    """dockyard's own push: blobs from the layer cache, the manifest it writes; the engine pulls the same image."""
+    with (local_registry(tmp_path, "packed") as reg,
+          tiny_images(tmp_path, {"packed": os.urandom(50_000) + b"\0" * 200_000}) as refs):
+        packed = LayerCache(tmp_path / "layers").packed(refs["packed"])
+        client = RegistryClient(reg.url, where="web1 registry")
+        opened = []
+
+        def push(repository: str) -> None:
+            for blob in (packed.config, *packed.layers):
+                client.put_blob(repository, blob.digest, blob.size,
+                                lambda blob=blob: (opened.append(repository), blob.path.open("rb"))[1])
+            client.put_manifest(repository, "1", packed.manifest(), MANIFEST_TYPE)
+
+        push(f"{PREFIX}-packed/first")
+        assert opened == [f"{PREFIX}-packed/first"] * 2  # the config and the one layer
+        push(f"{PREFIX}-packed/second")
+        assert opened == [f"{PREFIX}-packed/first"] * 2  # linked from the first: no byte uploaded again
+        for repository in ("first", "second"):
+            pulled = engine().images.pull(f"{reg.address}/{PREFIX}-packed/{repository}", tag="1")
+            try:
+                assert pulled.id == packed.config.digest
+            finally:
+                engine().images.remove(pulled.tags[0], noprune=True)

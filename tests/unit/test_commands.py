@@ -52,7 +52,7 @@ def test_docker_installs_from_apt_or_the_convenience_script_after_finishing_an_i
         "export DEBIAN_FRONTEND=noninteractive\n"
         "dpkg --configure -a >/dev/null 2>&1 || true\n"
         "apt-get -o DPkg::Lock::Timeout=300 -qq update && apt-get -o DPkg::Lock::Timeout=300 -qq install -y "
-        "docker.io >/dev/null"
+        "--no-install-recommends docker.io apparmor ca-certificates >/dev/null"
     )
     assert engine.install_package(Docker(install="script", script_url="https://example.test/d.sh")) == (
         "export DEBIAN_FRONTEND=noninteractive\n"
@@ -111,8 +111,8 @@ def test_the_guard_the_daemon_wait_and_the_docker_group():
     assert engine.guard_now() == GUARD
     assert engine.wait_for_daemon(systemd=False) == (
         "i=0; until docker info >/dev/null 2>&1; do\n"
-        "  i=$((i+1)); [ $i -lt 60 ] || { echo 'dockerd did not start; see /var/log/dockerd.log' >&2; exit 1; }; "
-        "sleep 1\n"
+        "  i=$((i+1)); [ $i -lt 600 ] || { echo 'dockerd did not start; see /var/log/dockerd.log' >&2; exit 1; }; "
+        "sleep 0.1\n"
         "done"
     )
     assert "see `journalctl -u docker`" in engine.wait_for_daemon(systemd=True)

@@ -1,0 +1,224 @@
+"""Local images as a registry stores them, compressed once: each layer gzipped into a cache keyed by its
+uncompressed digest, the image's config beside them, and the manifest that names them.
+
+Every host of a deploy, every later deploy and every release then sends these files as they are: nothing is
+compressed twice, and a layer several images share is one file. `prepare` starts the work in the background, so a
+deploy compresses while a fresh host installs Docker. The cache is the state folder's `layers/`, shared by the
+project's environments; removing it costs only the time to compress again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard import images
+
+MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
+LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+GZIP_LEVEL = 6  # what `docker push` uses: as small, and the registry's digests stay comparable
+CHUNK = 1024 * 1024
+TAR_BLOCK = 512
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str  # sha256:<hex> of the file's bytes, as the registry names it
+    size: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class Packed:
+    """One local image, ready to send: its config and its layers, gzipped, in the image's order."""
+
+    ref: str
+    config: Blob
+    layers: tuple[Blob, ...]
+    diff_ids: tuple[str, ...]  # each layer's uncompressed digest, which `docker load` names its files by
+
+    @property
+    def size(self) -> int:
+        return self.config.size + sum(layer.size for layer in self.layers)
+
+    def manifest(self) -> bytes:
+        """The registry's manifest of the image (schema 2), whose digest the registry reports."""
+        def entry(blob: Blob, media_type: str) -> dict:
+            return {"mediaType": media_type, "size": blob.size, "digest": blob.digest}
+
+        return json.dumps({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": entry(self.config, CONFIG_TYPE),
+            "layers": [entry(layer, LAYER_TYPE) for layer in self.layers],
+        }, indent=3).encode()
+
+    def archive(self) -> Iterator[bytes]:
+        """The image as `docker load` reads it, tagged `ref`, each layer still gzipped (load inflates it)."""
+        hexes = [diff_id.split(":", 1)[1] for diff_id in self.diff_ids]
+        config_name = self.config.digest.split(":", 1)[1] + ".json"
+        manifest = json.dumps(
+            [{"Config": config_name, "RepoTags": [self.ref], "Layers": [f"{h}/layer.tar" for h in hexes]}]
+        ).encode()
+        yield from _member("manifest.json", io.BytesIO(manifest), len(manifest))
+        with self.config.path.open("rb") as config:
+            yield from _member(config_name, config, self.config.size)
+        for hex_digest, layer in dict(zip(hexes, self.layers, strict=True)).items():
+            with layer.path.open("rb") as data:
+                yield from _member(f"{hex_digest}/layer.tar", data, layer.size)
+        yield b"\0" * (2 * TAR_BLOCK)
+
+
+def _member(name: str, data: io.RawIOBase | io.BufferedIOBase, size: int) -> Iterator[bytes]:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = size, 0o644
+    yield info.tobuf(tarfile.USTAR_FORMAT)
+    while chunk := data.read(CHUNK):
+        yield chunk
+    yield b"\0" * (-size % TAR_BLOCK)
+
+
+class LayerCache:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layers")
+        self._started: dict[str, Future[Packed]] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, refs: Iterable[str]) -> None:
+        """Start packing `refs` in the background; `packed` waits for what is under way."""
+        for ref in refs:
+            self._future(ref)
+
+    def packed(self, ref: str) -> Packed:
+        """`ref` packed: from the cache where it holds the image, else saved from the local engine and compressed."""
+        return self._future(ref).result()
+
+    def stop(self) -> None:
+        """Drop what has not started: a deploy that failed does not wait for images it will not send."""
+        with self._lock:
+            for ref, future in list(self._started.items()):
+                if future.cancel():
+                    del self._started[ref]
+
+    def _future(self, ref: str) -> Future[Packed]:
+        with self._lock:
+            if ref not in self._started:
+                self._started[ref] = self._pool.submit(self._pack, ref)
+            return self._started[ref]
+
+    def _pack(self, ref: str) -> Packed:
+        attrs = images.inspect(ref)
+        image_id, diff_ids = attrs["Id"], tuple(attrs["RootFS"]["Layers"])
+        config = self.folder / "configs" / _hex(image_id)
+        missing = {d for d in diff_ids if self._layer(d) is None}
+        if missing or not config.exists():
+            self._save_and_compress(ref, image_id, missing)
+        return Packed(
+            ref, Blob(image_id, config.stat().st_size, config), tuple(self._layer(d) for d in diff_ids), diff_ids
+        )
+
+    def _layer(self, diff_id: str) -> Blob | None:
+        """The gzipped layer whose uncompressed digest is `diff_id`, if the cache holds it."""
+        try:
+            known = json.loads((self.folder / "diffs" / _hex(diff_id)).read_text())
+        except (OSError, ValueError):
+            return None
+        path = self.folder / "blobs" / _hex(known["digest"])
+        return Blob(known["digest"], known["size"], path) if path.exists() else None
+
+    def _save_and_compress(self, ref: str, image_id: str, missing: set[str]) -> None:
+        """`docker save` read once: the config kept, each missing layer spooled, then gzipped on every core while
+        the next one is read."""
+        for sub in ("configs", "diffs", "blobs"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        with (tempfile.TemporaryDirectory(dir=self.folder) as spool,
+              ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as compressors):
+            compressing = []
+            stream = io.BufferedReader(_ChunkReader(images.save_chunks(ref)), CHUNK)
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
+                for n, entry in enumerate(archive):
+                    if not entry.isfile():
+                        continue
+                    spooled = Path(spool) / str(n)
+                    digest = _spool(archive.extractfile(entry), spooled)
+                    if digest == image_id:
+                        os.replace(spooled, self.folder / "configs" / _hex(image_id))
+                    elif digest in missing:
+                        missing.discard(digest)
+                        compressing.append(compressors.submit(self._compress, spooled, digest))
+                    else:  # a layer the cache holds, or the archive's own bookkeeping
+                        spooled.unlink()
+            for job in compressing:
+                job.result()
+
+    def _compress(self, spooled: Path, diff_id: str) -> None:
+        gzip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip container, as registries serve
+        digest, size = hashlib.sha256(), 0
+        with spooled.open("rb") as source, tempfile.NamedTemporaryFile(dir=self.folder / "blobs", delete=False) as out:
+            for data in _chunks(source, gzip):
+                digest.update(data)
+                out.write(data)
+                size += len(data)
+        blob = f"sha256:{digest.hexdigest()}"
+        os.replace(out.name, self.folder / "blobs" / _hex(blob))
+        _write_atomically(self.folder / "diffs" / _hex(diff_id), json.dumps({"digest": blob, "size": size}).encode())
+        spooled.unlink()
+
+
+def _chunks(source, gzip) -> Iterator[bytes]:
+    while chunk := source.read(CHUNK):
+        yield gzip.compress(chunk)
+    yield gzip.flush()
+
+
+def _spool(source, into: Path) -> str:
+    """The sha256 of a member's bytes, copied into `into` on the way."""
+    digest = hashlib.sha256()
+    with into.open("wb") as out:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file over an iterator of byte chunks: what `tarfile` reads a `docker save` stream through."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            self._pending = next(self._chunks, b"")
+            if not self._pending:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n

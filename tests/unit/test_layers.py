@@ -1,0 +1,132 @@
+"""The layer cache: a `docker save` read once, each layer gzipped once and named by its digests, an image's manifest
+and a `docker load` archive made from the cache. The engine is stood in for by a save stream built here."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import threading
+
+import pytest
+
+from dockyard import images, layers
+
+
+def sha(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+class FakeEngine:
+    """Images as the engine describes and saves them (the legacy `docker save` layout), counting the saves."""
+
+    def __init__(self, monkeypatch):
+        self.images: dict[str, tuple[bytes, list[bytes]]] = {}
+        self.saves = 0
+        self.saving = threading.Event()
+        monkeypatch.setattr(images, "inspect", self.inspect)
+        monkeypatch.setattr(images, "save_chunks", self.save_chunks)
+
+    def add(self, ref: str, layer_bodies: list[bytes]) -> str:
+        config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [sha(b) for b in layer_bodies]}}).encode()
+        self.images[ref] = (config, layer_bodies)
+        return sha(config)
+
+    def inspect(self, ref: str) -> dict:
+        config, bodies = self.images[ref]
+        return {"Id": sha(config), "RootFS": {"Layers": [sha(b) for b in bodies]}}
+
+    def save_chunks(self, ref: str):
+        self.saves += 1
+        config, bodies = self.images[ref]
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as archive:
+            members = {f"{sha(b)[7:19]}/layer.tar": b for b in bodies}
+            members |= {f"{sha(config)[7:]}.json": config, "manifest.json": b"[]", "repositories": b"{}"}
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        data = out.getvalue()
+        return (data[i:i + 7000] for i in range(0, len(data), 7000))  # chunks that cut members anywhere
+
+
+def layer(seed: str) -> bytes:
+    """A layer's bytes: a tar of one file, compressible as real layers are."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        data = (seed * 5000).encode()
+        info = tarfile.TarInfo(f"{seed}.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    return FakeEngine(monkeypatch)
+
+
+def test_an_image_is_packed_into_gzipped_layers_named_by_both_digests(engine, tmp_path):
+    base, top = layer("base"), layer("top")
+    image_id = engine.add("app:1", [base, top])
+    packed = layers.LayerCache(tmp_path).packed("app:1")
+
+    assert packed.config.digest == image_id and packed.config.path.read_bytes() == engine.images["app:1"][0]
+    assert packed.diff_ids == (sha(base), sha(top))
+    for blob, body in zip(packed.layers, (base, top), strict=True):
+        compressed = blob.path.read_bytes()
+        assert gzip.decompress(compressed) == body
+        assert blob.digest == sha(compressed) and blob.size == len(compressed) < len(body)
+    manifest = json.loads(packed.manifest())
+    assert manifest["mediaType"] == layers.MANIFEST_TYPE
+    assert manifest["config"] == {"mediaType": layers.CONFIG_TYPE, "size": packed.config.size, "digest": image_id}
+    assert [entry["digest"] for entry in manifest["layers"]] == [blob.digest for blob in packed.layers]
+    assert packed.size == packed.config.size + sum(blob.size for blob in packed.layers)
+
+
+def test_the_load_archive_names_its_layers_by_their_uncompressed_digests_and_keeps_them_gzipped(engine, tmp_path):
+    base = layer("base")
+    engine.add("app:1", [base, base])  # one layer twice: one member, named twice
+    packed = layers.LayerCache(tmp_path).packed("app:1")
+
+    with tarfile.open(fileobj=io.BytesIO(b"".join(packed.archive()))) as archive:
+        (entry,) = json.loads(archive.extractfile("manifest.json").read())
+        assert entry["RepoTags"] == ["app:1"]
+        assert entry["Layers"] == [f"{sha(base)[7:]}/layer.tar"] * 2
+        assert archive.extractfile(entry["Config"]).read() == engine.images["app:1"][0]
+        assert gzip.decompress(archive.extractfile(entry["Layers"][0]).read()) == base
+        assert len(archive.getnames()) == 3
+
+
+def test_a_layer_is_compressed_once_and_a_cached_image_is_not_saved_again(engine, tmp_path):
+    base = layer("base")
+    engine.add("ui:1", [base, layer("ui")])
+    engine.add("app:1", [base, layer("app")])
+    cache = layers.LayerCache(tmp_path)
+    shared = cache.packed("ui:1").layers[0]
+    first_write = shared.path.stat().st_mtime_ns
+
+    app = cache.packed("app:1")
+    assert app.layers[0] == shared and shared.path.stat().st_mtime_ns == first_write
+    assert engine.saves == 2
+    # another run of dockyard, on the same state folder: everything is there already
+    assert layers.LayerCache(tmp_path).packed("app:1") == app
+    assert engine.saves == 2
+    assert sorted(p.name for p in (tmp_path / "blobs").iterdir()) == sorted(
+        {b.path.name for b in (*app.layers, *cache.packed("ui:1").layers)})
+
+
+def test_hosts_asking_at_once_share_one_save(engine, tmp_path):
+    engine.add("app:1", [layer("base")])
+    cache = layers.LayerCache(tmp_path)
+    cache.prepare(["app:1"])
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.packed("app:1"))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert engine.saves == 1 and len(set(results)) == 1
