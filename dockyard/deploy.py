@@ -147,9 +147,11 @@ def _converge_host(env: Env, conn: HostConnection, desired: list[Desired], claim
                 else:
                     env.out.step(record.name, "dockerd", "ok", "was starting: waited until it answered", seconds)
             plan = _plan(env, record, desired, seen)
-            # packed while a fresh host installs Docker: what the plan sends is ready when the registry is
-            env.layers.prepare(step.local_image for role in plan.roles for step in role.steps
-                               if isinstance(step, Transfer))
+            # packed while a fresh host installs Docker: what the plan sends is ready when the registry is;
+            # the registry's own image first, as it is shipped before anything can be pushed
+            transfers = [step for role in plan.roles for step in role.steps if isinstance(step, Transfer)]
+            for kind in ("ship", "push"):
+                env.layers.prepare(step.local_image for step in transfers if step.kind == kind)
             with Applier(env, conn) as applier:
                 if membership:  # Docker, then the swarm, then the services
                     docker, *services = plan.roles

@@ -3,9 +3,9 @@
 Where no registry can be reached (air-gapped networks), the base image comes from Debian's packages
 through debootstrap and `docker import`; everything else is built on top of it.
 
-Which images the engine holds is read with one `docker image inspect`. The Docker SDK, which takes a tenth of a
-second to import, is imported by the functions that build, inspect and save alone: a deploy with nothing to build or
-move never loads it.
+Which images the engine holds is read with one `docker image inspect`, and images are saved by `docker save`. The
+Docker SDK, which takes a tenth of a second to import, is imported by the functions that build alone: a deploy with
+nothing to build never loads it.
 """
 
 from __future__ import annotations
@@ -93,13 +93,7 @@ def _probe_pull() -> str:
 
 def local_images(*refs: str) -> dict[str, Built]:
     """Each of `refs` the local engine holds, by ref, as a cached build: one `docker image inspect`."""
-    try:
-        found = subprocess.run(
-            ["docker", "image", "inspect", "--format", "{{.Id}}\t{{json .Config.User}}\t{{json .RepoTags}}", *refs],
-            capture_output=True, text=True,
-        )
-    except FileNotFoundError:
-        raise ImageError("the docker command is not installed; install Docker (`./run` does)") from None
+    found = _docker("image", "inspect", "--format", "{{.Id}}\t{{json .Config.User}}\t{{json .RepoTags}}", *refs)
     # a ref it lacks makes it exit 1, after printing the ones it has
     refused = [line for line in found.stderr.splitlines() if line.strip() and "no such image" not in line.lower()]
     if found.returncode != 0 and (refused or not found.stderr.strip()):
@@ -333,19 +327,33 @@ def build_args(base: str, files: Mapping[str, Path]) -> dict[str, str]:
     return args
 
 
-def inspect(ref: str) -> dict:
-    """The local engine's description of the image `ref`: its id, and its layers' digests under RootFS."""
-    import docker.errors
+def describe(refs: Iterable[str]) -> dict[str, dict]:
+    """The local engine's description of each image, by ref: its id, and its layers' digests under RootFS."""
+    refs = list(refs)
+    found = _docker("image", "inspect", *refs)
+    if found.returncode != 0:
+        raise ImageError(f"{_cause(found.stderr)}; build or pull the images first (docker image ls lists them)")
+    return dict(zip(refs, json.loads(found.stdout), strict=True))
 
+
+def save(refs: Iterable[str]) -> Iterator[bytes]:
+    """One `docker save` of all `refs`, as a stream: a layer they share comes once, nothing lands in a file."""
+    process = subprocess.Popen(["docker", "save", *refs], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with process:
+        yield from iter(lambda: process.stdout.read(1024 * 1024), b"")
+        if process.wait() != 0:
+            raise ImageError(f"docker save failed: {_cause(process.stderr.read().decode(errors='replace'))}")
+
+
+def _docker(*args: str) -> subprocess.CompletedProcess:
     try:
-        return engine().api.inspect_image(ref)
-    except docker.errors.ImageNotFound:
-        raise ImageError(f"no local image {ref}; build or pull it first (docker image ls lists them)") from None
+        return subprocess.run(["docker", *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ImageError("the docker command is not installed; install Docker (`./run` does)") from None
 
 
-def save_chunks(ref: str) -> Iterator[bytes]:
-    """`docker save` as a stream: nothing lands in a temporary file."""
-    return engine().api.get_image(ref, chunk_size=1024 * 1024)
+def _cause(stderr: str) -> str:
+    return next((line.strip() for line in stderr.splitlines() if line.strip()), "no output")
 
 
 def _first_line(e: Exception) -> str:

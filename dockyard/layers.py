@@ -27,7 +27,7 @@ from dockyard import images
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-GZIP_LEVEL = 6  # what `docker push` uses: as small, and the registry's digests stay comparable
+GZIP_LEVEL = 3  # under half the time of level 6 (what docker push uses), for 5% more bytes
 CHUNK = 1024 * 1024
 TAR_BLOCK = 512
 
@@ -93,41 +93,46 @@ class LayerCache:
     def __init__(self, folder: Path):
         self.folder = folder
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layers")
-        self._started: dict[str, Future[Packed]] = {}
+        self._jobs: dict[str, Future[dict[str, Packed]]] = {}
         self._lock = threading.Lock()
 
     def prepare(self, refs: Iterable[str]) -> None:
-        """Start packing `refs` in the background; `packed` waits for what is under way."""
-        for ref in refs:
-            self._future(ref)
+        """Start packing `refs` in the background, all from one `docker save`; `packed` waits for what is under way."""
+        with self._lock:
+            new = [ref for ref in dict.fromkeys(refs) if ref not in self._jobs]
+            if new:
+                job = self._pool.submit(self._pack, new)
+                self._jobs |= dict.fromkeys(new, job)
 
     def packed(self, ref: str) -> Packed:
         """`ref` packed: from the cache where it holds the image, else saved from the local engine and compressed."""
-        return self._future(ref).result()
+        self.prepare([ref])
+        return self._jobs[ref].result()[ref]
 
     def stop(self) -> None:
         """Drop what has not started: a deploy that failed does not wait for images it will not send."""
         with self._lock:
-            for ref, future in list(self._started.items()):
-                if future.cancel():
-                    del self._started[ref]
+            for ref, job in list(self._jobs.items()):
+                if job.cancel():
+                    del self._jobs[ref]
 
-    def _future(self, ref: str) -> Future[Packed]:
-        with self._lock:
-            if ref not in self._started:
-                self._started[ref] = self._pool.submit(self._pack, ref)
-            return self._started[ref]
-
-    def _pack(self, ref: str) -> Packed:
-        attrs = images.inspect(ref)
-        image_id, diff_ids = attrs["Id"], tuple(attrs["RootFS"]["Layers"])
-        config = self.folder / "configs" / _hex(image_id)
-        missing = {d for d in diff_ids if self._layer(d) is None}
-        if missing or not config.exists():
-            self._save_and_compress(ref, image_id, missing)
-        return Packed(
-            ref, Blob(image_id, config.stat().st_size, config), tuple(self._layer(d) for d in diff_ids), diff_ids
-        )
+    def _pack(self, refs: list[str]) -> dict[str, Packed]:
+        described = images.describe(refs)
+        configs = self.folder / "configs"
+        layers = {d for image in described.values() for d in image["RootFS"]["Layers"] if self._layer(d) is None}
+        configs_missing = {image["Id"] for image in described.values() if not (configs / _hex(image["Id"])).exists()}
+        if layers or configs_missing:
+            self._save_and_compress(
+                [ref for ref, image in described.items() if {image["Id"], *image["RootFS"]["Layers"]} & (
+                    layers | configs_missing)],
+                layers, configs_missing,
+            )
+        packed = {}
+        for ref, image in described.items():
+            config, diff_ids = configs / _hex(image["Id"]), tuple(image["RootFS"]["Layers"])
+            packed[ref] = Packed(ref, Blob(image["Id"], config.stat().st_size, config),
+                                 tuple(self._layer(d) for d in diff_ids), diff_ids)
+        return packed
 
     def _layer(self, diff_id: str) -> Blob | None:
         """The gzipped layer whose uncompressed digest is `diff_id`, if the cache holds it."""
@@ -138,25 +143,25 @@ class LayerCache:
         path = self.folder / "blobs" / _hex(known["digest"])
         return Blob(known["digest"], known["size"], path) if path.exists() else None
 
-    def _save_and_compress(self, ref: str, image_id: str, missing: set[str]) -> None:
-        """`docker save` read once: the config kept, each missing layer spooled, then gzipped on every core while
-        the next one is read."""
+    def _save_and_compress(self, refs: list[str], layers: set[str], configs: set[str]) -> None:
+        """One `docker save` of `refs`, read once: the `configs` kept, the `layers` (by uncompressed digest) spooled,
+        then gzipped on every core while the next one is read."""
         for sub in ("configs", "diffs", "blobs"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         with (tempfile.TemporaryDirectory(dir=self.folder) as spool,
               ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as compressors):
             compressing = []
-            stream = io.BufferedReader(_ChunkReader(images.save_chunks(ref)), CHUNK)
+            stream = io.BufferedReader(_ChunkReader(images.save(refs)), CHUNK)
             with tarfile.open(fileobj=stream, mode="r|") as archive:
                 for n, entry in enumerate(archive):
                     if not entry.isfile():
                         continue
                     spooled = Path(spool) / str(n)
                     digest = _spool(archive.extractfile(entry), spooled)
-                    if digest == image_id:
-                        os.replace(spooled, self.folder / "configs" / _hex(image_id))
-                    elif digest in missing:
-                        missing.discard(digest)
+                    if digest in configs:
+                        os.replace(spooled, self.folder / "configs" / _hex(digest))
+                    elif digest in layers:
+                        layers.discard(digest)  # an image may hold a layer twice; once is enough
                         compressing.append(compressors.submit(self._compress, spooled, digest))
                     else:  # a layer the cache holds, or the archive's own bookkeeping
                         spooled.unlink()

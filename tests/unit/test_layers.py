@@ -24,27 +24,28 @@ class FakeEngine:
 
     def __init__(self, monkeypatch):
         self.images: dict[str, tuple[bytes, list[bytes]]] = {}
-        self.saves = 0
-        self.saving = threading.Event()
-        monkeypatch.setattr(images, "inspect", self.inspect)
-        monkeypatch.setattr(images, "save_chunks", self.save_chunks)
+        self.saves: list[list[str]] = []
+        monkeypatch.setattr(images, "describe", self.describe)
+        monkeypatch.setattr(images, "save", self.save)
 
     def add(self, ref: str, layer_bodies: list[bytes]) -> str:
         config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [sha(b) for b in layer_bodies]}}).encode()
         self.images[ref] = (config, layer_bodies)
         return sha(config)
 
-    def inspect(self, ref: str) -> dict:
-        config, bodies = self.images[ref]
-        return {"Id": sha(config), "RootFS": {"Layers": [sha(b) for b in bodies]}}
+    def describe(self, refs) -> dict[str, dict]:
+        return {
+            ref: {"Id": sha(config), "RootFS": {"Layers": [sha(b) for b in bodies]}}
+            for ref, (config, bodies) in ((ref, self.images[ref]) for ref in refs)
+        }
 
-    def save_chunks(self, ref: str):
-        self.saves += 1
-        config, bodies = self.images[ref]
+    def save(self, refs):
+        self.saves.append(list(refs))
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w") as archive:
-            members = {f"{sha(b)[7:19]}/layer.tar": b for b in bodies}
-            members |= {f"{sha(config)[7:]}.json": config, "manifest.json": b"[]", "repositories": b"{}"}
+            members = {"manifest.json": b"[]", "repositories": b"{}"}
+            for config, bodies in (self.images[ref] for ref in refs):
+                members |= {f"{sha(b)[7:19]}/layer.tar": b for b in bodies} | {f"{sha(config)[7:]}.json": config}
             for name, data in members.items():
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
@@ -105,18 +106,21 @@ def test_a_layer_is_compressed_once_and_a_cached_image_is_not_saved_again(engine
     base = layer("base")
     engine.add("ui:1", [base, layer("ui")])
     engine.add("app:1", [base, layer("app")])
+    engine.add("hook:1", [base, layer("hook")])
     cache = layers.LayerCache(tmp_path)
     shared = cache.packed("ui:1").layers[0]
     first_write = shared.path.stat().st_mtime_ns
 
+    cache.prepare(["app:1", "hook:1", "ui:1"])  # one save for the two images not packed yet
     app = cache.packed("app:1")
-    assert app.layers[0] == shared and shared.path.stat().st_mtime_ns == first_write
-    assert engine.saves == 2
+    assert app.layers[0] == cache.packed("hook:1").layers[0] == shared
+    assert shared.path.stat().st_mtime_ns == first_write
+    assert engine.saves == [["ui:1"], ["app:1", "hook:1"]]
     # another run of dockyard, on the same state folder: everything is there already
     assert layers.LayerCache(tmp_path).packed("app:1") == app
-    assert engine.saves == 2
+    assert len(engine.saves) == 2
     assert sorted(p.name for p in (tmp_path / "blobs").iterdir()) == sorted(
-        {b.path.name for b in (*app.layers, *cache.packed("ui:1").layers)})
+        {b.path.name for ref in ("ui:1", "app:1", "hook:1") for b in cache.packed(ref).layers})
 
 
 def test_hosts_asking_at_once_share_one_save(engine, tmp_path):
@@ -129,4 +133,4 @@ def test_hosts_asking_at_once_share_one_save(engine, tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
-    assert engine.saves == 1 and len(set(results)) == 1
+    assert engine.saves == [["app:1"]] and len(set(results)) == 1
