@@ -337,12 +337,18 @@ def describe(refs: Iterable[str]) -> dict[str, dict]:
 
 
 def save(refs: Iterable[str]) -> Iterator[bytes]:
-    """One `docker save` of all `refs`, as a stream: a layer they share comes once, nothing lands in a file."""
+    """One `docker save` of all `refs`, as a stream: a layer they share comes once, nothing lands in a file. A reader
+    that closes the stream early stops the save."""
     process = subprocess.Popen(["docker", "save", *refs], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    with process:
+    try:
         yield from iter(lambda: process.stdout.read(1024 * 1024), b"")
         if process.wait() != 0:
             raise ImageError(f"docker save failed: {_cause(process.stderr.read().decode(errors='replace'))}")
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
 
 
 def _docker(*args: str) -> subprocess.CompletedProcess:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard import images
+from dockyard.errors import ImageError
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -151,20 +152,29 @@ class LayerCache:
         with (tempfile.TemporaryDirectory(dir=self.folder) as spool,
               ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as compressors):
             compressing = []
-            stream = io.BufferedReader(_ChunkReader(images.save(refs)), CHUNK)
-            with tarfile.open(fileobj=stream, mode="r|") as archive:
+            saved = images.save(refs)
+            with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(saved), CHUNK), mode="r|") as archive:
                 for n, entry in enumerate(archive):
+                    if not layers and not configs:  # all found (a release's new layer): the rest is known already
+                        break
                     if not entry.isfile():
                         continue
                     spooled = Path(spool) / str(n)
                     digest = _spool(archive.extractfile(entry), spooled)
                     if digest in configs:
+                        configs.discard(digest)
                         os.replace(spooled, self.folder / "configs" / _hex(digest))
                     elif digest in layers:
                         layers.discard(digest)  # an image may hold a layer twice; once is enough
                         compressing.append(compressors.submit(self._compress, spooled, digest))
                     else:  # a layer the cache holds, or the archive's own bookkeeping
                         spooled.unlink()
+            if layers or configs:
+                for _ in saved:  # to its end: a save that failed raises with the engine's own words
+                    pass
+                raise ImageError(f"`docker save {' '.join(refs)}` lacked {len(layers | configs)} of the layers and "
+                                 f"configs `docker image inspect` lists for them; run it again")
+            saved.close()
             for job in compressing:
                 job.result()
 

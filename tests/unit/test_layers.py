@@ -25,6 +25,7 @@ class FakeEngine:
     def __init__(self, monkeypatch):
         self.images: dict[str, tuple[bytes, list[bytes]]] = {}
         self.saves: list[list[str]] = []
+        self.unread: list[int] = []  # of each save, the bytes its reader left when it stopped
         monkeypatch.setattr(images, "describe", self.describe)
         monkeypatch.setattr(images, "save", self.save)
 
@@ -44,14 +45,17 @@ class FakeEngine:
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w") as archive:
             members = {"manifest.json": b"[]", "repositories": b"{}"}
-            for config, bodies in (self.images[ref] for ref in refs):
-                members |= {f"{sha(b)[7:19]}/layer.tar": b for b in bodies} | {f"{sha(config)[7:]}.json": config}
+            for config, bodies in (self.images[ref] for ref in refs):  # config, then the layers from the top
+                members |= {f"{sha(config)[7:]}.json": config} | {f"{sha(b)[7:19]}/layer.tar": b for b in bodies[::-1]}
             for name, data in members.items():
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
         data = out.getvalue()
-        return (data[i:i + 7000] for i in range(0, len(data), 7000))  # chunks that cut members anywhere
+        self.unread.append(len(data))
+        for i in range(0, len(data), 7000):  # chunks that cut members anywhere
+            self.unread[-1] -= len(data[i:i + 7000])
+            yield data[i:i + 7000]
 
 
 def layer(seed: str) -> bytes:
@@ -134,3 +138,17 @@ def test_hosts_asking_at_once_share_one_save(engine, tmp_path):
     for thread in threads:
         thread.join()
     assert engine.saves == [["app:1"]] and len(set(results)) == 1
+
+
+def test_a_release_stops_reading_the_save_once_its_new_layer_and_config_are_in(engine, tmp_path):
+    base = layer("base" * 20)  # spans many chunks of the stream
+    engine.add("app:1", [base, layer("v1")])
+    cache = layers.LayerCache(tmp_path)
+    cache.packed("app:1")
+    engine.add("app:2", [base, layer("v2")])
+    released = cache.packed("app:2")
+
+    first, release = engine.unread
+    assert first < 10240 and release > len(base) - 10240  # app:2's save stopped as its base layer began
+    assert gzip.decompress(released.layers[1].path.read_bytes()) == layer("v2")
+    assert released.layers[0] == cache.packed("app:1").layers[0]
