@@ -68,6 +68,7 @@ def release(env: Env, version: str | None, timeout: float, claim: Claim) -> list
         seen = [int(conn.run(history.count(), what="count the webhook's audit log").strip() or 0) for conn in conns]
         base = images.base_image(images.resolve_source(env.inventory.images), env.out.say)
         built = images.build("app", env.root / settings.source, base, env.out.say)
+        env.layers.prepare([built.ref])  # packed while each host's lock is taken
         return [
             _release_to(env, conn, n, built.ref, f"{settings.repository}:{tag}", timeout, claim)
             for conn, n in zip(conns, seen, strict=True)
