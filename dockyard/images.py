@@ -332,7 +332,7 @@ def describe(refs: Iterable[str]) -> dict[str, dict]:
     refs = list(refs)
     found = _docker("image", "inspect", *refs)
     if found.returncode != 0:
-        raise ImageError(f"{_cause(found.stderr)}; build or pull the images first (docker image ls lists them)")
+        raise _refused(found.stderr)
     return dict(zip(refs, json.loads(found.stdout), strict=True))
 
 
@@ -343,7 +343,7 @@ def save(refs: Iterable[str]) -> Iterator[bytes]:
     try:
         yield from iter(lambda: process.stdout.read(1024 * 1024), b"")
         if process.wait() != 0:
-            raise ImageError(f"docker save failed: {_cause(process.stderr.read().decode(errors='replace'))}")
+            raise _refused(process.stderr.read().decode(errors="replace"))
     finally:
         process.kill()
         process.wait()
@@ -358,8 +358,12 @@ def _docker(*args: str) -> subprocess.CompletedProcess:
         raise ImageError("the docker command is not installed; install Docker (`./run` does)") from None
 
 
-def _cause(stderr: str) -> str:
-    return next((line.strip() for line in stderr.splitlines() if line.strip()), "no output")
+def _refused(stderr: str) -> ImageError:
+    """What the `docker` command's error means for the operator."""
+    cause = next((line.strip() for line in stderr.splitlines() if line.strip()), "no output")
+    if "no such image" in cause.lower():
+        return ImageError(f"{cause}; build or pull it first (docker image ls lists them)")
+    return ImageError(f"cannot reach the local Docker engine ({cause}); start dockerd or set DOCKER_HOST")
 
 
 def _first_line(e: Exception) -> str:

@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from dockyard import images, layers
+from dockyard.errors import ImageError
 
 
 def sha(data: bytes) -> str:
@@ -152,3 +153,11 @@ def test_a_release_stops_reading_the_save_once_its_new_layer_and_config_are_in(e
     assert first < 10240 and release > len(base) - 10240  # app:2's save stopped as its base layer began
     assert gzip.decompress(released.layers[1].path.read_bytes()) == layer("v2")
     assert released.layers[0] == cache.packed("app:1").layers[0]
+
+
+def test_an_engine_that_does_not_answer_or_lacks_the_image_is_one_line(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
+    with pytest.raises(ImageError, match=r"^cannot reach the local Docker engine \(.*nonexistent.*\); start dockerd"):
+        images.describe(["app:1"])
+    with pytest.raises(ImageError, match=r"^cannot reach the local Docker engine .*; start dockerd"):
+        list(images.save(["app:1"]))
