@@ -47,9 +47,10 @@ def phases(spec: ContainerSpec, role: str, digest: str, slots: Slots, timeout: i
     upstream = shlex.quote(slots.upstream)
     new = shlex.quote(f"{slots.upstream}.dockyard-new")
     line = contract.upstream_line("${slot}", slots.port).rstrip("\n")
-    before = "\n".join([  # what serves, for the audit log
-        f'before_id=$({docker("inspect", "--format", "{{.Image}}")} "$serving" 2>/dev/null || true)',
-        f'before_image=$({docker("inspect", "--format", "{{.Config.Image}}")} "$serving" 2>/dev/null || true)',
+    before = "\n".join([  # what serves, for the audit log: one inspect, none when nothing serves
+        f'before=""; [ -z "$serving" ] || before=$({docker("inspect", "--format", "{{.Image}} {{.Config.Image}}")} '
+        f'"$serving" 2>/dev/null || true)',
+        'before_id=${before%% *}; before_image=${before#* }',
     ])
     failed = "release command failed (exit $rc): nothing switched, ${serving:-nothing} still serves"
     release = [] if not slots.release else [("release", "\n".join([

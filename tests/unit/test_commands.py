@@ -304,9 +304,25 @@ def test_the_switch_starts_the_other_slot_gates_switches_the_proxy_then_retires_
 
 
 BEFORE = (
-    "before_id=$(docker inspect --format '{{.Image}}' \"$serving\" 2>/dev/null || true)\n"
-    "before_image=$(docker inspect --format '{{.Config.Image}}' \"$serving\" 2>/dev/null || true)"
+    "before=\"\"; [ -z \"$serving\" ] || before=$(docker inspect --format '{{.Image}} {{.Config.Image}}' \"$serving\" "
+    "2>/dev/null || true)\n"
+    "before_id=${before%% *}; before_image=${before#* }"
 )
+
+
+@pytest.mark.parametrize("serving, inspected, expected", [
+    ("dockyard-app-blue", "sha256:1 reg/app:1", "sha256:1|reg/app:1|inspect dockyard-app-blue"),
+    ("", "", "||"),  # nothing serves: docker is not asked
+    ("dockyard-app-blue", "", "||inspect dockyard-app-blue"),  # it vanished meanwhile
+])
+def test_what_served_before_a_switch_is_read_with_one_inspect(tmp_path, serving, inspected, expected):
+    (tmp_path / "docker").write_text(f'#!/bin/sh\necho "$1 $4" >> {tmp_path}/calls\nprintf "%s" "{inspected}"\n')
+    (tmp_path / "docker").chmod(0o755)
+    script = f"serving={serving}\n{BEFORE}\ncalls=$(cat {tmp_path}/calls 2>/dev/null || true)\n" \
+             'echo "$before_id|$before_image|$calls"'
+    ran = subprocess.run(["sh", "-eu", "-c", script], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True,
+                         text=True, check=True)
+    assert ran.stdout.strip() == expected
 
 
 def test_a_release_command_runs_first_in_a_one_off_container_and_its_failure_switches_nothing():
