@@ -108,7 +108,7 @@ def dockyard_tool(env: Env, state_dir: Path, inventory_dir: Path) -> Tool:
 def pyinfra_tool(env: Env, folder: Path) -> Tool:
     """pyinfra's project for the peer host: inventory, the workload and its files; images loaded on the host."""
     (record,) = env.hosts()
-    online = images.resolve_source(env.inventory.images) == "online"
+    online = env.images_source() == "online"
     target = Target(env.inventory, record, online)
     specs = [MODULES[role].declare(target) for role in PEER_ROLES]
     built = deploy.build_images(env, specs, online)

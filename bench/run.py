@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import peers, uplink  # noqa: E402
-from dockyard import contract, deploy, front_door, images, release  # noqa: E402
+from dockyard import contract, deploy, front_door, release  # noqa: E402
 from dockyard.environment import Env  # noqa: E402
 from dockyard.lock import Claim  # noqa: E402
 from dockyard.report import Reporter  # noqa: E402
@@ -308,7 +308,7 @@ def peers_side_by_side(bench: Bench, results: Results, runs: int) -> None:
 
 def shipped_refs(env: Env) -> list[str]:
     """The local images a deploy of `env` ships or pushes to its hosts."""
-    online = images.resolve_source(env.inventory.images) == "online"
+    online = env.images_source() == "online"
     specs = [
         MODULES[role].declare(Target(env.inventory, record, online))
         for record in env.hosts() for role in record.roles

@@ -85,7 +85,7 @@ def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = 
     # where images come from matters only to hosts with services; Docker alone needs no local engine
     # read before anything is built or any host touched: a source that cannot be read stops the run here
     secrets = app_secrets.resolve(env) if any("app" in r for r in roles.values()) else {}
-    online = any(roles.values()) and images.resolve_source(inv.images) == "online"
+    online = any(roles.values()) and env.images_source() == "online"
     cluster = swarm_cluster(env, records) if inv.swarm else None
     targets = [Target(inv, record, online, secrets, cluster) for record in records]
     specs = {t.host.name: [MODULES[role].declare(t) for role in roles[t.host.name]] for t in targets}

@@ -6,6 +6,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard import images
 from dockyard import inventory as inventory_module
 from dockyard.errors import DockyardError
 from dockyard.inventory import Inventory, resolve_path
@@ -40,6 +41,10 @@ class Env:
     @functools.cached_property
     def provider(self) -> Provider:
         return provider_for(self)
+
+    def images_source(self) -> str:
+        """Where images come from (`online` or `offline`); `auto`'s last answer is kept in the state folder."""
+        return images.resolve_source(self.inventory.images, self.state.dir.parent / "images-source")
 
     @functools.cached_property
     def layers(self) -> LayerCache:

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +47,7 @@ BASE_RECIPE = {
     "apt.conf": 'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n',
 }
 APT_SOURCES = Path("/etc/apt")
+SOURCE_MEMORY_SECONDS = 3600  # how long `images: auto` trusts its last look at the pull source
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,23 @@ def with_tag(ref: str) -> str:
     return ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
 
 
-def resolve_source(images: str) -> str:
-    """`online` when the pull source answers, `offline` when it does not or the inventory says so."""
+def resolve_source(images: str, memory: Path | None = None) -> str:
+    """`online` when the pull source answers, `offline` when it does not or the inventory says so. `auto` asks at
+    most once an hour where `memory` (a file) keeps the answer: a failed pull costs every command a tenth of a
+    second or more, and a deploy that changes nothing must decide as the one that built the images."""
     if images != "auto":
         return images
-    return _probe_pull()
+    try:
+        if memory and time.time() - memory.stat().st_mtime < SOURCE_MEMORY_SECONDS:
+            if (remembered := memory.read_text().strip()) in ("online", "offline"):
+                return remembered
+    except OSError:
+        pass  # nothing remembered yet
+    source = _probe_pull()
+    if memory:
+        memory.parent.mkdir(parents=True, exist_ok=True)
+        memory.write_text(source + "\n")
+    return source
 
 
 @functools.cache

@@ -66,7 +66,7 @@ def release(env: Env, version: str | None, timeout: float, claim: Claim) -> list
         conns = [stack.enter_context(env.connect(record)) for record in hosts]
         # where the audit log ends now, read before building: a host that cannot be reached fails the release at once
         seen = [int(conn.run(history.count(), what="count the webhook's audit log").strip() or 0) for conn in conns]
-        base = images.base_image(images.resolve_source(env.inventory.images), env.out.say)
+        base = images.base_image(env.images_source(), env.out.say)
         built = images.build("app", env.root / settings.source, base, env.out.say)
         env.layers.prepare([built.ref])  # packed while each host's lock is taken
         return [

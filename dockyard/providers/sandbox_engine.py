@@ -49,7 +49,7 @@ class Engine:
         env = self.env
         client = images.engine()
         public_key = env.state.public_key(env.env_key())
-        source = images.resolve_source(env.inventory.images)
+        source = env.images_source()
         base = images.base_image(source, env.out.say)
         host_image = images.build("sandbox-host", env.root / "images" / "sandbox-host", base, env.out.say)
         network = self._ensure_network(client)

@@ -1,5 +1,6 @@
 """The layer cache: a `docker save` read once, each layer gzipped once and named by its digests, an image's manifest
-and a `docker load` archive made from the cache. The engine is stood in for by a save stream built here."""
+and a `docker load` archive made from the cache; and how the local `docker` command's answers are read. The engine
+is stood in for by a save stream built here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 import threading
 
@@ -161,3 +163,15 @@ def test_an_engine_that_does_not_answer_or_lacks_the_image_is_one_line(monkeypat
         images.describe(["app:1"])
     with pytest.raises(ImageError, match=r"^cannot reach the local Docker engine .*; start dockerd"):
         list(images.save(["app:1"]))
+
+
+def test_auto_asks_for_the_pull_source_once_an_hour_and_an_explicit_source_is_never_asked(monkeypatch, tmp_path):
+    asked = []
+    monkeypatch.setattr(images, "_probe_pull", lambda: asked.append(1) or "offline")
+    memory = tmp_path / "images-source"
+    assert images.resolve_source("auto", memory) == "offline" and len(asked) == 1
+    assert images.resolve_source("auto", memory) == "offline" and len(asked) == 1
+    hour_ago = memory.stat().st_mtime - images.SOURCE_MEMORY_SECONDS
+    os.utime(memory, (hour_ago, hour_ago))
+    assert images.resolve_source("auto", memory) == "offline" and len(asked) == 2
+    assert images.resolve_source("online", memory) == "online" and len(asked) == 2
