@@ -111,8 +111,7 @@ def local_images(*refs: str) -> dict[str, Built]:
     # a ref it lacks makes it exit 1, after printing the ones it has
     refused = [line for line in found.stderr.splitlines() if line.strip() and "no such image" not in line.lower()]
     if found.returncode != 0 and (refused or not found.stderr.strip()):
-        cause = refused[0] if refused else f"exit {found.returncode}"
-        raise ImageError(f"cannot reach the local Docker engine ({cause}); start dockerd or set DOCKER_HOST")
+        raise _refused("\n".join(refused) or f"exit {found.returncode}")
     images = {}
     for line in filter(None, found.stdout.splitlines()):  # a missing ref leaves an empty line
         image_id, user, tags = line.split("\t")

@@ -17,8 +17,8 @@ GUARD = f"iptables -t raw -C {LOOPBACK_GUARD} 2>/dev/null || iptables -t raw -I 
 GUARD_UNIT = "dockyard-loopback-guard"
 APT = "apt-get -o DPkg::Lock::Timeout=300 -qq"  # waits for an earlier, interrupted run still holding the lock
 # The engine and what it uses on a server: AppArmor loads its default profile, CA certificates reach TLS registries.
-# The package's other recommends (git, perl, python3, binutils, criu, needrestart) double the download and the
-# unpacking, and no host of dockyard's uses them.
+# The package's other recommends (git, perl, python3, binutils, criu, needrestart) add half again to the download
+# and nearly triple the unpacking, and no host of dockyard's uses them.
 DOCKER_PACKAGES = "docker.io apparmor ca-certificates"
 START_DOCKERD = "(setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &)"
 # The marks of dockyard's lines in /etc/rc.local, which the facts read looks for.
