@@ -69,6 +69,7 @@ class ContainerSpec:
     stop_timeout: int = DOCKER_STOP_TIMEOUT  # seconds `docker stop` waits before killing
     labels: tuple[tuple[str, str], ...] = ()
     env_file: str | None = None  # a host file of NAME=value lines (`docker run --env-file`): secrets stay off the line
+    sysctls: tuple[tuple[str, str], ...] = ()  # its own kernel settings, set where the host's kernel has them
 
     def as_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -171,8 +172,8 @@ def spec_digest(container: ContainerSpec, files: tuple[Rendered, ...]) -> str:
     container must be recreated for."""
     declared = replace(container, image="", labels=()).as_dict()
     # settings added since digests were first taken count only when set: upgrading dockyard replaces nothing
-    for added in ("env_file",):
-        if declared[added] is None:
+    for added in ("env_file", "sysctls"):
+        if declared[added] in (None, []):
             del declared[added]
     payload = {
         "container": declared,

@@ -47,6 +47,9 @@ def declare(target: Target) -> RoleSpec:
                 f"{UPSTREAM_DIR}:{UPSTREAM_MOUNT}:ro",
             ),
             health=Health(HEALTH_PORT, "/healthz"),
+            # a reload opens a new listening socket beside the old one (SO_REUSEPORT); without this, connections
+            # still queued on the old one when it closes are reset, instead of handed to the new one (Linux 5.14+)
+            sysctls=(("net.ipv4.tcp_migrate_req", "1"),),
         ),
     )
 

@@ -67,8 +67,16 @@ def run_container(spec: ContainerSpec, role: str, digest: str, name: str | None 
             "--health-cmd", health["command"], "--health-interval", f"{health['interval_s']}s",
             "--health-timeout", f"{health['timeout_s']}s", "--health-retries", str(health["retries"]),
         ]
-    return f"{docker('run', '--detach', '--name')} {name or shlex.quote(doc['name'])} " + shlex.join(
-        [*args, spec.image, *doc["command"]])
+    return (f"{docker('run', '--detach', '--name')} {name or shlex.quote(doc['name'])} {_sysctls(spec)}"
+            + shlex.join([*args, spec.image, *doc["command"]]))
+
+
+def _sysctls(spec: ContainerSpec) -> str:
+    """`--sysctl` flags, each one only where the host's kernel has the setting: Docker refuses to start a container
+    with one it lacks, and an older kernel should cost the feature, not the container."""
+    return "".join(
+        f"$(test -e /proc/sys/{key.replace('.', '/')} && echo {shlex.quote(f'--sysctl={key}={value}')}) "
+        for key, value in spec.sysctls)
 
 
 def _settings(spec: ContainerSpec) -> list[str]:

@@ -1,15 +1,17 @@
 """Every remote command as its exact text, from data: no SSH, no shell."""
 
+import hashlib
 import json
 import re
 import subprocess
+from dataclasses import replace
 
 import pytest
 
 from dockyard import contract
 from dockyard.commands import containers, engine, facts, files, history, lock, switch
 from dockyard.inventory import Docker
-from dockyard.spec import ContainerSpec, Health, Rendered, Slots
+from dockyard.spec import ContainerSpec, Health, Rendered, Slots, spec_digest
 from roles.webhook import HISTORY_FILE
 
 
@@ -265,6 +267,24 @@ def test_a_container_may_be_named_by_a_shell_word_the_script_sets():
         'docker run --detach --name "$slot" --restart always --network dockyard --log-opt max-size=10m '
         "--log-opt max-file=3 --label dockyard.role=x --label dockyard.image=i:1 --label dockyard.spec=d i:1"
     )
+
+
+def test_a_sysctl_is_set_only_where_the_hosts_kernel_has_it():
+    spec = ContainerSpec(name="x", image="i:1", sysctls=(("kernel.hostname", "h"), ("net.no_such_setting", "1")))
+    line = containers.run_container(spec, "x", "d")
+    words = subprocess.run(["bash", "-c", 'docker() { printf "%s\\n" "$@"; }\n' + line],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert "--sysctl=kernel.hostname=h" in words and not any("no_such_setting" in w for w in words)
+    assert words[-1] == "i:1"
+
+
+def test_a_spec_without_sysctls_keeps_the_digest_it_had_before_they_existed():
+    plain = ContainerSpec(name="x", image="i:1")
+    before = dict(replace(plain, image="", labels=()).as_dict())
+    del before["sysctls"], before["env_file"]
+    payload = {"container": before, "files": []}
+    assert spec_digest(plain, ()) == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    assert spec_digest(replace(plain, sysctls=(("net.ipv4.tcp_migrate_req", "1"),)), ()) != spec_digest(plain, ())
 
 
 def test_the_switch_starts_the_other_slot_gates_switches_the_proxy_then_retires_the_old_one():

@@ -52,6 +52,11 @@ def test_on_a_sandbox_the_internal_ca_signs_for_the_loopback_names():
     assert "\tskip_install_trust\n" in text and "email" not in text
 
 
+def test_a_reload_hands_the_connections_queued_on_the_old_listener_to_the_new_one():
+    want, _ = declared(sandbox())
+    assert want.container.sysctls == (("net.ipv4.tcp_migrate_req", "1"),)
+
+
 def test_the_redirect_keeps_a_public_https_port_other_than_443():
     assert "\tredir https://{host}:8443{uri} permanent\n" in caddyfile(sandbox(https_port=8443))
 
