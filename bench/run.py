@@ -203,9 +203,9 @@ def cold_and_noop(bench: Bench, results: Results) -> None:
 def proxy_latency(bench: Bench, results: Results) -> None:
     env = deployed(bench)
     (record,) = env.hosts()
+    root = front_door.export_ca(env, None).read_text()
     with env.connect(record) as conn:
         serving = conn.run(f"sed -n 's/^to \\(.*\\):[0-9]*$/\\1/p' {contract.HOST_UPSTREAM_FILE}").strip()
-        root = conn.run(f"docker exec {proxy.NAME} cat {proxy.ROOT_CERTIFICATE}")
         image = conn.run(f"docker inspect --format '{{{{.Config.Image}}}}' {serving}").strip()
         client = shlex.join(["docker", "run", "--rm", "--network", NETWORK, image, "python3", "-c", LATENCY_CLIENT,
                              root, serving, proxy.NAME, str(LATENCY_REQUESTS)])

@@ -23,12 +23,13 @@ from dockyard.errors import DockyardError, ImageError
 from dockyard.lock import Claim
 from dockyard.plan import Plan, Transfer, make_plan, plan_docker
 from dockyard.runner import Applier
-from dockyard.spec import Cluster, ContainerSpec, Desired, Rendered, ResolvedImage, RoleSpec, Target
+from dockyard.spec import Cluster, ContainerSpec, Desired, Rendered, ResolvedImage, RoleSpec, ServerTls, Target
 from dockyard.ssh import STATS, HostConnection
 from dockyard.state import HostRecord
 from dockyard.swarm import Membership
 from roles import MODULES, host_roles
 from roles import app as app_role
+from roles import proxy as proxy_role
 
 SECRETS = ("registry_http_secret", "webhook_token", "notify_token")
 
@@ -87,7 +88,8 @@ def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = 
     secrets = app_secrets.resolve(env) if any("app" in r for r in roles.values()) else {}
     online = any(roles.values()) and env.images_source() == "online"
     cluster = swarm_cluster(env, records) if inv.swarm else None
-    targets = [Target(inv, record, online, secrets, cluster) for record in records]
+    targets = [Target(inv, r, online, secrets, cluster, proxy_tls(env, r) if "proxy" in roles[r.name] else None)
+               for r in records]
     specs = {t.host.name: [MODULES[role].declare(t) for role in roles[t.host.name]] for t in targets}
     built = build_images(env, [s for host_specs in specs.values() for s in host_specs], online)
     context = {"secrets": {name: env.secret(name) for name in SECRETS}, "online": online}
@@ -95,6 +97,13 @@ def declare(env: Env, records: list[HostRecord], only: tuple[str, ...] | None = 
     return {
         t.host.name: [resolve(spec, t, built, templates, context) for spec in specs[t.host.name]] for t in targets
     }
+
+
+def proxy_tls(env: Env, record: HostRecord) -> ServerTls | None:
+    """The certificate of the proxy on `record`, when it uses the internal CA."""
+    if env.inventory.proxy_certificates() != "internal":
+        return None
+    return env.state.proxy_tls(record.name, proxy_role.site_names(env.inventory, record))
 
 
 def swarm_cluster(env: Env, records: list[HostRecord]) -> Cluster:

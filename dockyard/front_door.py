@@ -1,15 +1,13 @@
-"""The proxy as clients reach it: its base URL, and the root certificate of its internal CA."""
+"""The proxy as clients reach it: its base URL, and the certificate of its internal CA."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dockyard.commands import proxy as proxy_commands
 from dockyard.environment import Env
 from dockyard.errors import DockyardError
 from dockyard.inventory import Inventory, port_name
 from dockyard.state import HostRecord
-from roles import proxy
 
 CA_FILE = "proxy-ca.crt"  # in the environment's state folder
 
@@ -30,7 +28,7 @@ def url(inventory: Inventory, record: HostRecord) -> str | None:
 
 
 def export_ca(env: Env, output: Path | None) -> Path:
-    """Write the root certificate of each proxy host's internal CA to one PEM file; its path."""
+    """Write the certificate of the environment's proxy CA, which signs every internal proxy certificate; its path."""
     certificates = env.inventory.proxy_certificates()
     if certificates == "acme":
         raise DockyardError(
@@ -39,12 +37,8 @@ def export_ca(env: Env, output: Path | None) -> Path:
         )
     if certificates == "off":
         raise DockyardError(f"the proxy of {env.name} serves plain HTTP (services.proxy.tls: off): there is no CA")
-    roots = []
-    for record in env.hosts_with("proxy"):
-        with env.connect(record) as conn:
-            read = proxy_commands.root_certificate(proxy.NAME, proxy.ROOT_CERTIFICATE)
-            roots.append(conn.run(read, what="read the root certificate of the proxy (`invoke deploy` starts it)"))
+    env.hosts_with("proxy")  # an environment without a proxy has no CA to hand out: it says so
     path = output or env.state.dir / CA_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(dict.fromkeys(roots)))
+    path.write_text(env.state.proxy_authority().certificate)
     return path

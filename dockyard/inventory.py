@@ -126,7 +126,7 @@ class Proxy(Service):
     """The front door: Caddy, with TLS, in front of the app and the webhook's /hooks/."""
 
     domain: str | None = None  # the site's name; without one, the host's address
-    tls: str = "auto"  # auto: ACME for a domain on a real host, else Caddy's internal CA; internal; off
+    tls: str = "auto"  # auto: ACME for a domain on a real host, else the environment's own CA; internal; off
     email: str | None = None  # the ACME account's contact
     http_port: int = 80
     https_port: int = 443
@@ -238,7 +238,7 @@ class Inventory:
 
     def proxy_certificates(self) -> str:
         """Where the proxy's certificates come from: `acme` (a public CA, for a domain on a real host),
-        `internal` (Caddy's own CA, which clients must be told to trust) or `off` (plain HTTP)."""
+        `internal` (the environment's own CA, which clients must be told to trust) or `off` (plain HTTP)."""
         proxy = self.services.proxy
         if proxy.tls == "auto":
             return "acme" if proxy.domain and self.provider != "sandbox" else "internal"

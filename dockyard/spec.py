@@ -11,7 +11,6 @@ from dockyard import contract
 from dockyard.contract import DOCKER_STOP_TIMEOUT
 
 if TYPE_CHECKING:
-    from dockyard.certificates import RegistryTls
     from dockyard.inventory import Inventory
     from dockyard.state import HostRecord
 
@@ -183,12 +182,24 @@ def spec_digest(container: ContainerSpec, files: tuple[Rendered, ...]) -> str:
 
 
 @dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate and key, and the CA that signed it (`dockyard.certificates`)."""
+
+    ca: str  # PEM: what clients trust
+    certificate: str  # PEM, for the server's names, signed by `ca`
+    key: str  # PEM, the certificate's private key
+
+    def as_dict(self) -> dict[str, str]:
+        return {"ca": self.ca, "certificate": self.certificate, "key": self.key}
+
+
+@dataclass(frozen=True)
 class Cluster:
     """What a host of a swarm (`cluster: swarm`) declares with."""
 
     registry: str  # `<address>:<port>` of the registry's TLS twin, where every node pulls the app's image
     replicas: int  # the app's tasks
-    tls: RegistryTls = field(repr=False)  # the twin's certificate, and the CA every node trusts it by
+    tls: ServerTls = field(repr=False)  # the twin's certificate, and the CA every node trusts it by
 
 
 @dataclass(frozen=True)
@@ -200,6 +211,7 @@ class Target:
     online: bool  # images come from a registry (True) or are built from Debian packages (False)
     app_secrets: dict[str, str] = field(default_factory=dict, repr=False)  # the app's secrets, resolved: name -> value
     cluster: Cluster | None = None  # on a swarm
+    proxy_tls: ServerTls | None = field(default=None, repr=False)  # the proxy's certificate, with its internal CA
 
     def publish(self, role: str, inside: dict[str, int]) -> tuple[str, ...]:
         """`--publish` values: each port the inventory gives `role` (by key), to its port `inside` the container.

@@ -6,6 +6,7 @@ Secret files are written with mode 0600 from the start, never chmod-ed afterward
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import secrets
@@ -17,8 +18,12 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dockyard.spec import ServerTls
+
 if TYPE_CHECKING:
-    from dockyard.certificates import RegistryTls
+    from dockyard.certificates import Authority
+
+PROXY_AUTHORITY = "proxy-ca.json"  # the proxies' CA, with its key
 
 
 @dataclass(frozen=True)
@@ -103,16 +108,41 @@ class State:
     def secret_values(self) -> list[str]:
         return list(self._read_json("secrets.json", {}).values())
 
-    def registry_tls(self, address: str) -> RegistryTls:
+    def registry_tls(self, address: str) -> ServerTls:
         """The swarm registry's certificate for `address` and the CA that signed it, made the first time."""
-        from dockyard import certificates  # x509 is for swarms only
-
         name = f"registry-tls-{address}.json"
         data = self._read_json(name, None)
         if data is None:
+            from dockyard import certificates  # x509 only when a certificate is made
+
             data = certificates.issue(self.env, address).as_dict()
             self._write(name, json.dumps(data, indent=2) + "\n", secret=True)
-        return certificates.RegistryTls(**data)
+        return ServerTls(**data)
+
+    def proxy_tls(self, host: str, names: list[str]) -> ServerTls:
+        """The proxy's certificate on `host` for `names`, signed by the environment's proxy CA (made the first time);
+        issued again when its names change, and in its last month."""
+        name = f"proxy-tls-{host}.json"
+        data = self._read_json(name, None)
+        now = datetime.datetime.now(datetime.UTC)
+        if data is None or data["names"] != names or now >= datetime.datetime.fromisoformat(data["renew_after"]):
+            from dockyard import certificates
+
+            tls = certificates.sign(self.proxy_authority(), names, certificates.PROXY_DAYS)
+            renew_after = now + datetime.timedelta(days=certificates.PROXY_DAYS - certificates.RENEW_DAYS)
+            data = {**tls.as_dict(), "names": names, "renew_after": renew_after.isoformat()}
+            self._write(name, json.dumps(data, indent=2) + "\n", secret=True)
+        return ServerTls(data["ca"], data["certificate"], data["key"])
+
+    def proxy_authority(self) -> Authority:
+        """The CA of the environment's proxies, made the first time: what their clients trust."""
+        from dockyard import certificates
+
+        data = self._read_json(PROXY_AUTHORITY, None)
+        if data is None:
+            data = certificates.new_authority(f"dockyard {self.env} proxy CA").as_dict()
+            self._write(PROXY_AUTHORITY, json.dumps(data, indent=2) + "\n", secret=True)
+        return certificates.Authority(**data)
 
     # -- keys --------------------------------------------------------------------------------------------
     def ensure_key(self) -> Path:

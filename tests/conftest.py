@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from dockyard import certificates
 from dockyard.environment import Env
 from dockyard.report import Reporter
 
 REPO = Path(__file__).resolve().parents[1]
+# What deploy gives a proxy with internal certificates (`State.proxy_tls`), for roles declared in tests
+PROXY_TLS = certificates.sign(certificates.new_authority("dockyard t proxy CA"), ["localhost", "127.0.0.1"], 30)
 # One sandbox host with the whole stack. Docker Hub cannot be reached from here: the mirror mirrors the
 # private registry instead.
 SANDBOX_STACK = """\

@@ -1,6 +1,7 @@
 """The front door on a sandbox host: https verified with the exported CA, the redirect, /hooks/ to the webhook,
 nothing else published, drift of the proxy repaired, and a baseline load through it with no failure."""
 
+import json
 from dataclasses import replace
 
 import docker
@@ -118,6 +119,13 @@ def test_only_ssh_and_the_proxy_are_published(door):
     assert inside[app]["HostConfig"]["PortBindings"] == {}
     assert inside["dockyard-webhook"]["HostConfig"]["PortBindings"] == {}
     assert set(inside["dockyard-proxy"]["HostConfig"]["PortBindings"]) == {"80/tcp", "443/tcp"}
+
+
+def test_the_proxy_serves_dockyards_certificate_and_hands_a_reloads_queued_connections_over(door):
+    project, _, _ = door
+    issued = json.loads((project.state_dir / ENV / f"proxy-tls-{host(project).name}.json").read_text())
+    assert host_run(project, ENV, "docker exec dockyard-proxy cat /etc/caddy/site.crt") == issued["certificate"]
+    assert host_run(project, ENV, "docker exec dockyard-proxy cat /proc/sys/net/ipv4/tcp_migrate_req").strip() == "1"
 
 
 def test_a_baseline_load_through_the_proxy_loses_no_request(door):

@@ -14,7 +14,7 @@ from dockyard.runner import batches, failed_step, script
 from dockyard.spec import Target
 from dockyard.state import HostRecord
 from roles import MODULES, mirror
-from tests.conftest import REPO
+from tests.conftest import PROXY_TLS, REPO
 
 FACTS = REPO / "tests/fixtures/facts"
 
@@ -28,7 +28,7 @@ BUILT = {
 
 
 def desired(inv=INV, built=BUILT, online=False):
-    target = Target(inv, HOST, online)
+    target = Target(inv, HOST, online, proxy_tls=PROXY_TLS)
     templates = deploy._templates(REPO / "templates")
     return [deploy.resolve(MODULES[r].declare(target), target, built, templates, SECRETS) for r in inventory.ROLES]
 
@@ -107,6 +107,8 @@ def test_a_fresh_host_gets_docker_then_every_service_in_order():
         ("proxy", "pull", pushed.format("dockyard/proxy")),
         ("proxy", "write", "/etc/dockyard/proxy/Caddyfile"),
         ("proxy", "write", "/var/lib/dockyard/proxy/app.upstream"),
+        ("proxy", "write", "/etc/dockyard/proxy/site.crt"),
+        ("proxy", "write", "/etc/dockyard/proxy/site.key"),
         ("proxy", "run", "dockyard-proxy"),
         ("proxy", "wait", "dockyard-proxy"),
         ("app", "push", pushed.format("flask-hello")),
@@ -425,7 +427,7 @@ APP_INV = inventory.parse({"provider": "sandbox", "hosts": {"web1": {}}, "servic
 
 
 def app_desired(user: str = "10001:10001", token: str = "tok-1"):
-    target = Target(APP_INV, HOST, False, {"API_TOKEN": token, "DB": "db-1"})
+    target = Target(APP_INV, HOST, False, {"API_TOKEN": token, "DB": "db-1"}, proxy_tls=PROXY_TLS)
     built = {**BUILT, "app": replace(BUILT["app"], user=user)}
     templates = deploy._templates(REPO / "templates")
     return deploy.resolve(MODULES["app"].declare(target), target, built, templates, SECRETS)

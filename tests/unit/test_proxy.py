@@ -10,9 +10,11 @@ from dockyard.report import Reporter
 from dockyard.spec import Target
 from dockyard.state import HostRecord
 from roles import proxy
-from tests.conftest import REPO
+from tests.conftest import PROXY_TLS, REPO
 
 BUILT = {"proxy": Built("dockyard/proxy:abc", "sha256:proxy", cached=True)}
+SITE_TLS = ("\t# dockyard's, signed by the environment's CA: clients trust it through `invoke proxy.ca`\n"
+            "\ttls /etc/caddy/site.crt /etc/caddy/site.key\n")
 SANDBOX_ENDPOINTS = {"proxy.http_port": "127.0.0.1:32801", "proxy.https_port": "127.0.0.1:32802"}
 
 
@@ -34,7 +36,7 @@ def record(inv, address="127.0.0.1", endpoints=None):
 
 
 def declared(inv, address="127.0.0.1"):
-    target = Target(inv, record(inv, address), online=False)
+    target = Target(inv, record(inv, address), online=False, proxy_tls=PROXY_TLS)
     context = {"secrets": {}, "online": False}
     want = deploy.resolve(proxy.declare(target), target, BUILT, deploy._templates(REPO / "templates"), context)
     return want, {f.dest: f.content.decode() for f in want.files}
@@ -45,11 +47,16 @@ def caddyfile(inv, address="127.0.0.1") -> str:
 
 
 def test_on_a_sandbox_the_internal_ca_signs_for_the_loopback_names():
-    text = caddyfile(sandbox())
+    want, files = declared(sandbox())
+    text = files["/etc/dockyard/proxy/Caddyfile"]
     assert "\tdefault_sni 127.0.0.1\n" in text and "\tauto_https disable_redirects\n" in text
     assert "\nhttp://:80 {\n\tredir https://{host}{uri} permanent\n}\n" in text
-    assert "\nlocalhost, 127.0.0.1 {\n\ttls internal\n\timport routes\n}\n" in text
-    assert "\tskip_install_trust\n" in text and "email" not in text
+    assert "\nlocalhost, 127.0.0.1 {\n" + SITE_TLS + "\timport routes\n}\n" in text
+    assert "email" not in text
+    # Caddy loads these before a reloaded config serves: no handshake waits for a certificate still loading
+    assert files["/etc/dockyard/proxy/site.crt"] == PROXY_TLS.certificate
+    assert files["/etc/dockyard/proxy/site.key"] == PROXY_TLS.key
+    assert next(f for f in want.files if f.dest.endswith("site.key")).secret
 
 
 def test_a_reload_hands_the_connections_queued_on_the_old_listener_to_the_new_one():
@@ -85,7 +92,7 @@ def test_without_the_webhook_on_the_host_no_hooks_route():
 
 def test_a_real_host_without_a_domain_gets_the_internal_ca_for_its_address():
     text = caddyfile(static(), address="198.51.100.10")
-    assert "\nlocalhost, 127.0.0.1, 198.51.100.10 {\n\ttls internal\n" in text
+    assert "\nlocalhost, 127.0.0.1, 198.51.100.10 {\n" + SITE_TLS in text
     assert "\tdefault_sni 198.51.100.10\n" in text
 
 
@@ -93,13 +100,13 @@ def test_a_domain_on_a_real_host_gets_acme_with_the_email():
     text = caddyfile(static(domain="app.example.com", email="ops@example.com"), address="198.51.100.10")
     assert "\tdefault_sni app.example.com\n" in text and "\temail ops@example.com\n" in text
     assert "\napp.example.com {\n\timport routes\n}\n" in text
-    assert "tls internal" not in text and "skip_install_trust" not in text
+    assert "\ttls " not in text
 
 
 def test_tls_off_serves_the_routes_on_http_only():
     text = caddyfile(sandbox(tls="off"))
     assert "\nhttp://:80 {\n\timport routes\n}\n" in text
-    assert "redir" not in text and "tls internal" not in text and "default_sni" not in text
+    assert "redir" not in text and "\ttls " not in text and "default_sni" not in text
 
 
 def test_the_url_is_the_sandbox_mapping_or_the_domain_without_a_default_port():

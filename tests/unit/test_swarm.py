@@ -11,7 +11,7 @@ from dockyard.plan import RemoteStep, make_plan, node_removals, swarm_steps
 from dockyard.spec import Cluster, Rendered, Target
 from dockyard.state import HostRecord
 from roles import MODULES, host_roles
-from tests.conftest import REPO
+from tests.conftest import PROXY_TLS, REPO
 from tests.unit.test_plan import BUILT, SECRETS
 
 ADDRESS = "10.213.0.10"
@@ -30,7 +30,8 @@ def swarm_inventory(app: dict | None = None):
 def manager_desired(inv=None, secrets=None):
     inv = inv or swarm_inventory()
     host = HostRecord("node1", "127.0.0.1", 2222, "ubuntu", inv.host("node1").roles, provider={"ip": ADDRESS})
-    target = Target(inv, host, False, secrets or {}, Cluster(f"{ADDRESS}:5443", inv.replicas(), TLS))
+    target = Target(inv, host, False, secrets or {}, Cluster(f"{ADDRESS}:5443", inv.replicas(), TLS),
+                    PROXY_TLS)
     templates = deploy._templates(REPO / "templates")
     return {role: deploy.resolve(MODULES[role].declare(target), target, BUILT, templates, SECRETS)
             for role in host_roles(host.roles, swarm=True)}
@@ -92,7 +93,8 @@ def test_the_proxy_finds_the_tasks_by_name_and_has_no_upstream_file():
     assert "dynamic a tasks.dockyard_app 8000 {" in caddyfile
     assert "lb_policy round_robin" in caddyfile
     assert "app.upstream" not in caddyfile
-    assert [f.dest for f in proxy.files] == ["/etc/dockyard/proxy/Caddyfile"]
+    assert [f.dest for f in proxy.files] == [f"/etc/dockyard/proxy/{name}" for name in ("Caddyfile", "site.crt",
+                                                                                         "site.key")]
 
 
 def test_secrets_become_swarm_secrets_named_by_their_content():

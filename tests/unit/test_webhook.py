@@ -30,7 +30,7 @@ from dockyard.images import Built
 from dockyard.spec import ContainerSpec, Health, Target
 from dockyard.state import HostRecord
 from roles import app, webhook
-from tests.conftest import REPO
+from tests.conftest import PROXY_TLS, REPO
 
 sys.path.insert(0, str(REPO / "images" / "webhook"))
 import listener  # noqa: E402
@@ -265,7 +265,8 @@ def rendered(role_module, tmp_path: Path, **webhook_settings) -> dict[str, Path]
     services = replace(inventory.Services(), webhook=replace(inventory.Webhook(), **webhook_settings))
     inv = replace(inventory.parse({"provider": "sandbox", "hosts": {"web1": {}}}, env="t",
                                   path=REPO / "inventory" / "t.yml"), services=services)
-    target = Target(inv, HostRecord("web1", "127.0.0.1", 2222, "ubuntu", inventory.ROLES), False)
+    target = Target(inv, HostRecord("web1", "127.0.0.1", 2222, "ubuntu", inventory.ROLES), False,
+                    proxy_tls=PROXY_TLS)
     built = {"app": Built("dockyard/app:abc", "sha256:app", True), "webhook": Built("dockyard/webhook:abc", "x", True)}
     values = {"secrets": {n: f"s3cret-{n}-0123456789" for n in deploy.SECRETS}, "online": False}
     want = deploy.resolve(role_module.declare(target), target, built, deploy._templates(REPO / "templates"), values)

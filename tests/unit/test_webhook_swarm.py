@@ -19,7 +19,7 @@ from dockyard.images import Built
 from dockyard.spec import Cluster, Target
 from dockyard.state import HostRecord
 from roles import webhook
-from tests.conftest import REPO
+from tests.conftest import PROXY_TLS, REPO
 
 sys.path.insert(0, str(REPO / "images" / "webhook"))
 import service_update  # noqa: E402
@@ -138,7 +138,8 @@ def record(image: str, image_id: str = "") -> dict:
 
 def rendered_config(tmp_path: Path, cluster: Cluster | None) -> Path:
     inv = inventory.parse({"provider": "sandbox", "hosts": {"web1": {}}}, env="t", path=REPO / "inventory" / "t.yml")
-    target = Target(inv, HostRecord("web1", "127.0.0.1", 2222, "ubuntu", inventory.ROLES), False, cluster=cluster)
+    target = Target(inv, HostRecord("web1", "127.0.0.1", 2222, "ubuntu", inventory.ROLES), False,
+                    cluster=cluster, proxy_tls=PROXY_TLS)
     built = {"webhook": Built("dockyard/webhook:abc", "x", True)}
     values = {"secrets": {n: f"s3cret-{n}-0123456789" for n in deploy.SECRETS}, "online": False}
     want = deploy.resolve(webhook.declare(target), target, built, deploy._templates(REPO / "templates"), values)
