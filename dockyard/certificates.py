@@ -6,29 +6,19 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dockyard.spec import ServerTls
+from dockyard.spec import Authority, ServerTls
 
 CA_DAYS = 3650
 REGISTRY_DAYS = 3650  # Docker accepts any length
 # Apple's clients refuse server certificates valid for more than 825 days; a deploy renews it in its last month
 PROXY_DAYS = 397
 RENEW_DAYS = 30
-
-
-@dataclass(frozen=True)
-class Authority:
-    certificate: str  # PEM: what clients trust
-    key: str  # PEM
-
-    def as_dict(self) -> dict[str, str]:
-        return {"certificate": self.certificate, "key": self.key}
 
 
 def new_authority(title: str) -> Authority:

@@ -182,6 +182,17 @@ def spec_digest(container: ContainerSpec, files: tuple[Rendered, ...]) -> str:
 
 
 @dataclass(frozen=True)
+class Authority:
+    """A CA dockyard made (`dockyard.certificates`)."""
+
+    certificate: str  # PEM: what clients trust
+    key: str  # PEM
+
+    def as_dict(self) -> dict[str, str]:
+        return {"certificate": self.certificate, "key": self.key}
+
+
+@dataclass(frozen=True)
 class ServerTls:
     """A server's certificate and key, and the CA that signed it (`dockyard.certificates`)."""
 

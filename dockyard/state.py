@@ -13,15 +13,11 @@ import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dockyard.spec import ServerTls
-
-if TYPE_CHECKING:
-    from dockyard.certificates import Authority
+from dockyard.spec import Authority, ServerTls
 
 PROXY_AUTHORITY = "proxy-ca.json"  # the proxies' CA, with its key
 
@@ -121,14 +117,17 @@ class State:
 
     def proxy_tls(self, host: str, names: list[str]) -> ServerTls:
         """The proxy's certificate on `host` for `names`, signed by the environment's proxy CA (made the first time);
-        issued again when its names change, and in its last month."""
+        issued again when its names or the CA change, and in its last month."""
         name = f"proxy-tls-{host}.json"
         data = self._read_json(name, None)
+        authority = self.proxy_authority()
         now = datetime.datetime.now(datetime.UTC)
-        if data is None or data["names"] != names or now >= datetime.datetime.fromisoformat(data["renew_after"]):
-            from dockyard import certificates
+        # the names and the renewal date are kept beside the certificate: a deploy reads them without parsing x509
+        if (data is None or data["names"] != names or data["ca"] != authority.certificate
+                or now >= datetime.datetime.fromisoformat(data["renew_after"])):
+            from dockyard import certificates  # x509 only when a certificate is made
 
-            tls = certificates.sign(self.proxy_authority(), names, certificates.PROXY_DAYS)
+            tls = certificates.sign(authority, names, certificates.PROXY_DAYS)
             renew_after = now + datetime.timedelta(days=certificates.PROXY_DAYS - certificates.RENEW_DAYS)
             data = {**tls.as_dict(), "names": names, "renew_after": renew_after.isoformat()}
             self._write(name, json.dumps(data, indent=2) + "\n", secret=True)
@@ -136,13 +135,13 @@ class State:
 
     def proxy_authority(self) -> Authority:
         """The CA of the environment's proxies, made the first time: what their clients trust."""
-        from dockyard import certificates
-
         data = self._read_json(PROXY_AUTHORITY, None)
         if data is None:
+            from dockyard import certificates
+
             data = certificates.new_authority(f"dockyard {self.env} proxy CA").as_dict()
             self._write(PROXY_AUTHORITY, json.dumps(data, indent=2) + "\n", secret=True)
-        return certificates.Authority(**data)
+        return Authority(**data)
 
     # -- keys --------------------------------------------------------------------------------------------
     def ensure_key(self) -> Path:

@@ -51,3 +51,12 @@ def test_each_host_has_its_own_certificate_from_the_one_ca(tmp_path):
     state = State(tmp_path, "t")
     one, two = state.proxy_tls("web1", ["localhost"]), state.proxy_tls("web2", ["localhost"])
     assert one.certificate != two.certificate and one.ca == two.ca
+
+
+def test_a_new_ca_gets_a_new_certificate_signed_by_it(tmp_path):
+    state = State(tmp_path, "t")
+    old = state.proxy_tls("web1", NAMES)
+    (tmp_path / "t" / PROXY_AUTHORITY).unlink()
+    new = state.proxy_tls("web1", NAMES)
+    assert new.ca != old.ca and new.ca == state.proxy_authority().certificate
+    parsed(new.certificate).verify_directly_issued_by(parsed(new.ca))
