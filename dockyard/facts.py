@@ -138,7 +138,6 @@ class ServiceSeen:
 @dataclass(frozen=True)
 class HostFacts:
     docker: str = ABSENT  # absent | stopped (installed, not answering) | running
-    docker_version: str | None = None  # the daemon's, when it runs
     # how this read got a stopped daemon to answer: ("started" or "waited" for a start under way, seconds)
     docker_woken: tuple[str, int] | None = None
     packages_broken: bool = False  # dpkg holds half-configured packages (read while the daemon does not answer)
@@ -161,10 +160,9 @@ def parse(output: str, where: str) -> HostFacts:
     """The facts read's output as HostFacts; any other bytes raise FactsError naming `where`."""
     sections = split_sections(output, (*SECTIONS, *SWARM_SECTIONS), where)
     try:
-        docker, version, woken = _docker(sections["docker"])
+        docker, woken = _docker(sections["docker"])
         return HostFacts(
             docker=docker,
-            docker_version=version,
             docker_woken=woken,
             packages_broken=bool(sections["dpkg"].strip()),
             systemd=sections["init"].strip() == "systemd",
@@ -186,18 +184,17 @@ def parse(output: str, where: str) -> HostFacts:
                          f"rerun, and if it persists run with DOCKYARD_DEBUG=1") from e
 
 
-def _docker(text: str) -> tuple[str, str | None, tuple[str, int] | None]:
-    """The docker section: `absent`, `stopped` or `running <version>`, then maybe `started|waited <seconds>`."""
+def _docker(text: str) -> tuple[str, tuple[str, int] | None]:
+    """The docker section: `absent`, `stopped` or `running`, then maybe `started|waited <seconds>`."""
     first, *rest = text.splitlines() or [""]
-    state, _, version = first.partition(" ")
-    if state not in (ABSENT, STOPPED, RUNNING) or (state == RUNNING) != bool(version) or len(rest) > 1:
+    if first not in (ABSENT, STOPPED, RUNNING) or len(rest) > 1:
         raise ValueError(f"docker section {text!r}")
     if not rest:
-        return state, version or None, None
+        return first, None
     how, _, seconds = rest[0].partition(" ")
     if how not in ("started", "waited"):
         raise ValueError(f"docker section {text!r}")
-    return state, version or None, (how, int(seconds))
+    return first, (how, int(seconds))
 
 
 def _node(text: str) -> Node | None:

@@ -2,7 +2,7 @@
 
 Add a fact by adding a section here (and to `dockyard.facts.parse`), never a second command.
 
-The engine is `absent` (no dockerd), `stopped` (installed, not answering) or `running <version>`. A read that may
+The engine is `absent` (no dockerd), `stopped` (installed, not answering) or `running`. A read that may
 start it (deploy's, under the host lock) brings a stopped engine up first, waits for it, and only then reads the
 containers; it fails with one line naming dockerd's log if the engine does not answer in time. Half-configured
 packages (an interrupted install) are left alone: the plan finishes the install first.
@@ -27,10 +27,11 @@ NODE_STATE = "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Swarm.ControlAvaila
 NODE_LINE = "{{.ID}} {{.Hostname}} {{.Status}}"
 ABSENT, STOPPED, RUNNING = "absent", "stopped", "running"
 DAEMON_WAIT = 60  # seconds a read that starts the engine waits for it to answer
+# Sets `state`, and `ids`, dockyard's containers: listing them is how the engine is asked whether it answers.
 ENGINE_STATE = (
-    f"docker_state() {{ if ! command -v dockerd >/dev/null; then echo {ABSENT}; "
-    f"elif v=$(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null); then echo \"{RUNNING} $v\"; "
-    f"else echo {STOPPED}; fi; }}"
+    f"docker_state() {{ ids=; if ! command -v dockerd >/dev/null; then state={ABSENT}; "
+    f"elif ids=$(docker ps -aq --filter label={ROLE_LABEL} 2>/dev/null); then state={RUNNING}; "
+    f"else state={STOPPED}; fi; }}"
 )
 
 
@@ -49,8 +50,8 @@ def script(user: str, paths: list[str], names: list[str], images: list[str] = ()
                 "looking=$!\n")
         show = ' wait $looking || true; cat "$images"; rm -f "$images"'
     return f"""{ENGINE_STATE}
-state=$(docker_state); woke=; audit=
-case $state in {RUNNING}*) ;; *) audit=$(dpkg --audit 2>/dev/null) ;; esac
+docker_state; woke=; audit=
+case $state in {RUNNING}) ;; *) audit=$(dpkg --audit 2>/dev/null) ;; esac
 {_start() if start else ""}{look}echo ::docker; echo "$state"; [ -z "$woke" ] || echo "$woke"
 echo ::dpkg; [ -z "$audit" ] || echo "$audit"
 echo ::init; [ -d /run/systemd/system ] && echo systemd || true
@@ -58,8 +59,7 @@ echo ::boot; {_enabled_at_boot("docker", DOCKERD_MARK)}
 echo ::guard; iptables -t raw -C {LOOPBACK_GUARD} 2>/dev/null && echo present || true
 echo ::guard_boot; {_enabled_at_boot(GUARD_UNIT, GUARD_MARK)}
 echo ::groups; id -nG {shlex.quote(user)} 2>/dev/null || true
-echo ::containers; ids=$(docker ps -aq --filter label={ROLE_LABEL} 2>/dev/null); [ -z "$ids{by_name}" ] || \
-docker inspect --type container $ids{by_name} 2>/dev/null || true
+echo ::containers; [ -z "$ids{by_name}" ] || docker inspect --type container $ids{by_name} 2>/dev/null || true
 echo ::images;{show}
 echo ::files; sha256sum {files} 2>/dev/null || true
 echo ::owners; stat -c '%u %n' {files} 2>/dev/null || true
@@ -88,7 +88,7 @@ def _start() -> str:
     log=/var/log/dockerd.log; how=waited
     pgrep -x dockerd >/dev/null || {{ how=started; {START_DOCKERD} {LOCK_FD}>&-; }}
   fi
-  t0=$(date +%s); until state=$(docker_state); [ "$state" != {STOPPED} ]; do
+  t0=$(date +%s); until docker_state; [ "$state" != {STOPPED} ]; do
     [ $(($(date +%s) - t0)) -lt {DAEMON_WAIT} ] ||
       {{ echo "dockerd did not answer within {DAEMON_WAIT}s; see $log" >&2; exit 1; }}
     sleep 1

@@ -132,7 +132,7 @@ def test_the_facts_read_is_one_script_with_every_section_the_parser_reads():
     assert marks == [*facts.SECTIONS, "end"]
     assert "echo ::files; sha256sum '/etc/a b' /etc/b 2>/dev/null || true" in lines
     # dockyard's containers by label, and the declared ones by name even if a hand run dropped the labels
-    assert ('echo ::containers; ids=$(docker ps -aq --filter label=dockyard.role 2>/dev/null); '
+    assert ('echo ::containers; '
             '[ -z "$ids dockyard-app" ] || docker inspect --type container $ids dockyard-app 2>/dev/null || true'
             ) in lines
     assert '[ -z "$ids" ] || docker inspect --type container $ids 2>/dev/null' in facts.script("ubuntu", [], [])
@@ -156,10 +156,11 @@ def test_the_images_section_prints_what_the_background_lookup_printed_once_it_ha
 
 
 ENGINE_STATE = (
-    "docker_state() { if ! command -v dockerd >/dev/null; then echo absent; elif v=$(docker version --format "
-    "'{{.Server.Version}}' 2>/dev/null); then echo \"running $v\"; else echo stopped; fi; }\n"
-    "state=$(docker_state); woke=; audit=\n"
-    "case $state in running*) ;; *) audit=$(dpkg --audit 2>/dev/null) ;; esac\n"
+    "docker_state() { ids=; if ! command -v dockerd >/dev/null; then state=absent; "
+    "elif ids=$(docker ps -aq --filter label=dockyard.role 2>/dev/null); then state=running; "
+    "else state=stopped; fi; }\n"
+    "docker_state; woke=; audit=\n"
+    "case $state in running) ;; *) audit=$(dpkg --audit 2>/dev/null) ;; esac\n"
 )
 
 
@@ -167,6 +168,20 @@ def test_a_plain_facts_read_only_looks_at_the_engine():
     text = facts.script("ubuntu", [], [])
     assert text.startswith(ENGINE_STATE + 'echo ::docker; echo "$state"; [ -z "$woke" ] || echo "$woke"\n'
                                           'echo ::dpkg; [ -z "$audit" ] || echo "$audit"\n')
+
+
+@pytest.mark.parametrize("engine, docker_section, inspected", [
+    ("", "absent", ""),
+    ("dockerd() { :; }; docker() { return 1; }", "stopped", ""),
+    ("dockerd() { :; }; docker() { case $1 in ps) printf 'c1\\nc2\\n' ;; *) echo \"$*\" ;; esac; }", "running",
+     "inspect --type container c1 c2 dockyard-app"),
+])
+def test_the_containers_listing_is_what_says_whether_the_engine_answers(engine, docker_section, inspected):
+    text = facts.script("ubuntu", [], ["dockyard-app"])
+    ran = subprocess.run(["sh", "-c", f"PATH=/nonexistent\n{engine}\n{text}"], capture_output=True, text=True)
+    sections = ran.stdout.split("::")
+    assert f"docker\n{docker_section}\n" in sections
+    assert f"containers\n{inspected}\n".replace("\n\n", "\n") in sections
 
 
 def test_deploys_facts_read_brings_a_stopped_engine_up_before_it_reads_the_containers():
@@ -183,7 +198,7 @@ def test_deploys_facts_read_brings_a_stopped_engine_up_before_it_reads_the_conta
         "    pgrep -x dockerd >/dev/null || "
         "{ how=started; (setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &) 9>&-; }\n"
         "  fi\n"
-        '  t0=$(date +%s); until state=$(docker_state); [ "$state" != stopped ]; do\n'
+        '  t0=$(date +%s); until docker_state; [ "$state" != stopped ]; do\n'
         "    [ $(($(date +%s) - t0)) -lt 60 ] ||\n"
         '      { echo "dockerd did not answer within 60s; see $log" >&2; exit 1; }\n'
         "    sleep 1\n"

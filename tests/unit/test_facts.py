@@ -27,8 +27,7 @@ def inspect(name: str) -> dict:
 
 def test_the_stack_host_is_read_section_by_section():
     host = facts.parse(recorded("stack.txt"), "web1")
-    assert (host.docker, host.docker_version, host.docker_woken, host.packages_broken, host.systemd) == (
-        "running", "20.10.24+dfsg1", None, False, False)
+    assert (host.docker, host.docker_woken, host.packages_broken, host.systemd) == ("running", None, False, False)
     assert (host.docker_on_boot, host.loopback_guard, host.loopback_guard_on_boot) == (True, True, True)
     assert host.groups == {"ubuntu", "docker"}
     assert sorted(host.containers) == [
@@ -78,18 +77,18 @@ def test_a_fresh_host_a_stopped_daemon_and_one_deploy_started():
     assert fresh == facts.HostFacts(groups=frozenset({"ubuntu"}))
     assert fresh.docker == "absent"
     stopped = facts.parse(recorded("docker-stopped.txt"), "web1")
-    assert (stopped.docker, stopped.docker_version, stopped.docker_on_boot) == ("stopped", None, True)
+    assert (stopped.docker, stopped.docker_on_boot) == ("stopped", True)
     assert stopped.containers == {} and stopped.images == {} and len(stopped.files) == 6
     # deploy's read on that host: it started dockerd, waited for it, then read the containers
     started = facts.parse(recorded("docker-started.txt"), "web1")
-    assert (started.docker, started.docker_version) == ("running", "20.10.24+dfsg1")
+    assert started.docker == "running"
     how, seconds = started.docker_woken
     assert how == "started" and 0 <= seconds < 60
     assert len(started.containers) == 6 and started.files == stopped.files
 
 
-@pytest.mark.parametrize("section", ["", "running", "stopped 20.10", "installed", "running 20.10\nslept 3",
-                                     "running 20.10\nstarted soon", "absent\nstarted 1\nwaited 2"])
+@pytest.mark.parametrize("section", ["", "running 20.10", "stopped 20.10", "installed", "running\nslept 3",
+                                     "running\nstarted soon", "absent\nstarted 1\nwaited 2"])
 def test_a_docker_section_that_is_none_of_the_three_states_is_a_facts_error(section):
     text = recorded("fresh-host.txt").replace("::docker\nabsent\n", f"::docker\n{section}\n")
     with pytest.raises(FactsError, match=r"^web1: the facts read returned what it cannot parse \(ValueError"):
