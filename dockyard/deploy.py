@@ -7,8 +7,8 @@ before the hosts are converged in parallel, each over its own single connection.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,31 +42,32 @@ def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None,
     records = env.hosts()
     membership = Membership(env, records, swarm_cluster(env, records), yes) if env.inventory.swarm and claim else None
     plans, failures = [], []
-    with ThreadPoolExecutor(max_workers=len(records)) as pool:
-        # each host's SSH handshake goes on while the hosts are declared here
-        connecting = {r.name: pool.submit(_connected, env, r) for r in records}
+    declared: Future[dict[str, list[Desired]]] = Future()
+
+    def one_host(record: HostRecord) -> Plan:
         try:
-            desired = declare(env, records, only)
+            return _converge_host(env, record, lambda: declared.result()[record.name], claim, membership)
+        except BaseException as e:
+            if membership:
+                membership.abandon(record.name, e)
+            raise
 
-            def one_host(record):
-                try:
-                    return _converge_host(env, connecting[record.name].result(), desired[record.name], claim,
-                                          membership)
-                except BaseException as e:
-                    if membership:
-                        membership.abandon(record.name, e)
-                    raise
-
-            for record, future in [(r, pool.submit(one_host, r)) for r in records]:
+    with ThreadPoolExecutor(max_workers=len(records)) as pool:
+        # each host connects and is asked for its lock while the hosts are declared here
+        hosts = [(r, pool.submit(one_host, r)) for r in records]
+        try:
+            try:
+                declared.set_result(declare(env, records, only))
+            except BaseException as e:
+                declared.set_exception(e)  # each host stops where it waits for what it should run
+                raise
+            for record, future in hosts:
                 try:
                     plans.append(future.result())
                 except DockyardError as e:
                     failures.append((record.name, e))
         finally:
             env.layers.stop()
-            for future in connecting.values():
-                if future.exception() is None:
-                    future.result().close()
     if failures:
         if len(failures) == 1:
             raise failures[0][1]
@@ -127,18 +128,13 @@ def facts_script(conn: HostConnection, desired: Sequence[Desired] = (), start: b
     return facts_command.script(conn.record.user, paths, names, sorted(wanted), start, swarm)
 
 
-def _connected(env: Env, record: HostRecord) -> HostConnection:
-    conn = env.connect(record)
-    conn.open()
-    return conn
-
-
-def _converge_host(env: Env, conn: HostConnection, desired: list[Desired], claim: Claim | None,
+def _converge_host(env: Env, record: HostRecord, wanted: Callable[[], list[Desired]], claim: Claim | None,
                    membership: Membership | None) -> Plan:
-    record = conn.record
+    """`wanted`: what the host should run, which may still be being declared when the host is reached."""
     swarm = env.inventory.swarm
-    with conn:
+    with env.connect(record) as conn:
         if claim is None:
+            desired = wanted()
             plan = _plan(env, record, desired, read_facts(conn, desired, swarm))
             for role in plan.roles:
                 env.out.step(record.name, role.role, "change" if role.changed else "ok", role.summary)
@@ -146,8 +142,12 @@ def _converge_host(env: Env, conn: HostConnection, desired: list[Desired], claim
                 env.out.step(record.name, role, "unknown", "dockerd does not answer; deploy starts it, then plans this")
             return plan
         trusted = [membership.trust.dest] if membership else []
-        script = facts_script(conn, desired, start=True, swarm=swarm, paths=trusted)
-        with lock.held(conn, env.out, claim, script, "read facts") as output:
+
+        def read() -> str:
+            return facts_script(conn, wanted(), start=True, swarm=swarm, paths=trusted)
+
+        with lock.held(conn, env.out, claim, read, "read facts") as output:
+            desired = wanted()
             seen = facts.parse(output, conn.where)
             if seen.docker_woken:
                 how, seconds = seen.docker_woken

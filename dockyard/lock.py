@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
@@ -72,10 +72,11 @@ def describe(text: str) -> str:
 
 
 @contextmanager
-def held(conn: HostConnection, out: Reporter, claim: Claim, then: str = "", what: str = "take the host lock"
-         ) -> Iterator[str]:
+def held(conn: HostConnection, out: Reporter, claim: Claim, then: str | Callable[[], str] = "",
+         what: str = "take the host lock") -> Iterator[str]:
     """Hold the host's lock while the block runs, waiting up to the claim's timeout for another holder; yields what
-    `then` printed, run on the host once the lock is taken. A run that waits says so in one line."""
+    `then` printed, run on the host once the lock is taken. A callable `then` is called after the host has been asked
+    for the lock, so the host takes it meanwhile. A run that waits says so in one line."""
     host = conn.record.name
     waiting_since: float | None = None
 
@@ -88,11 +89,12 @@ def held(conn: HostConnection, out: Reporter, claim: Claim, then: str = "", what
         elif line == commands.LOCKED and waiting_since is not None:
             out.say(f"{host}: took the host lock after waiting {time.monotonic() - waiting_since:.1f}s")
 
-    script = commands.take(claim.who, claim.task, claim.pid, claim.timeout, then)
+    script = (commands.take(claim.who, claim.task, claim.pid, claim.timeout), then, commands.hold())
     asked = time.monotonic()
     with ExitStack() as stack:
         try:
-            printed = stack.enter_context(conn.held(script, what, commands.HELD, on_line))
+            parts = (part() if callable(part) else part for part in script)
+            printed = stack.enter_context(conn.held(parts, what, commands.HELD, on_line))
         except RemoteFailed as e:
             busy = [line for line in e.stdout.splitlines() if line.startswith(commands.BUSY)]
             if e.exited != commands.BUSY_EXIT or not busy:

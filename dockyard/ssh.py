@@ -178,10 +178,13 @@ class HostConnection:
             raise ConnectError(f"{self.where}: connection lost ({_describe(e)})") from None
 
     @contextmanager
-    def held(self, script: str, what: str, ready: str, on_line: Callable[[str], None]) -> Iterator[str]:
+    def held(self, script: Iterable[str], what: str, ready: str, on_line: Callable[[str], None]) -> Iterator[str]:
         """Run a shell script as root and keep it running while the block runs: yields what it printed before the
         line `ready` (each line also goes to `on_line` as it arrives); leaving the block closes its stdin, which the
-        script waits for, then waits until it has ended. A script that ends before `ready` raises RemoteFailed."""
+        script waits for, then waits until it has ended. A script that ends before `ready` raises RemoteFailed.
+
+        The script comes in parts, lines each, and each part is sent as soon as it is known: the host runs the first
+        ones while the caller still works out the next."""
         self.open()
         STATS.add(commands=1)
         lines = []
@@ -189,7 +192,8 @@ class HostConnection:
             channel = self.connection.client.get_transport().open_session()
             # SSH_CLIENT: where the session comes from, which the host lock records
             channel.exec_command(self._privileged("sh -s", keep="SSH_CLIENT"))
-            channel.sendall(script.encode())
+            for part in script:
+                channel.sendall(f"{part}\n".encode())
             for raw in channel.makefile("rb"):
                 line = raw.decode(errors="replace").rstrip("\n")
                 if line == ready:

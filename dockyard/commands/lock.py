@@ -30,17 +30,17 @@ BUSY_EXIT = 75  # EX_TEMPFAIL: another holder kept the lock for the whole timeou
 STEP_SHELL = f"flock --shared --close {RUN_LOCK} sh -s"
 
 
-def take(who: str, task: str, pid: int, timeout: int, then: str = "") -> str:
-    """Wait up to `timeout` seconds for the lock, record this run as its holder, run `then`, and hold the lock
-    until stdin closes. `who` and `pid` are the local user@machine and process; the host adds where the SSH session
-    comes from and when."""
+def take(who: str, task: str, pid: int, timeout: int) -> str:
+    """Wait up to `timeout` seconds for the lock and record this run as its holder; `hold` follows, after what the
+    run does first under the lock. `who` and `pid` are the local user@machine and process; the host adds where the
+    SSH session comes from and when."""
     fields = " ".join(shlex.quote(json.dumps(value)) for value in (who, task))
     holder = (
         f"printf '{{\"who\": %s, \"task\": %s, \"pid\": {int(pid)}, \"from\": \"%s\", \"since\": \"%s\"}}\\n' "
         f"{fields} \"${{SSH_CLIENT%% *}}\" \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" > {HOLDER}.new\n"
         f"mv {HOLDER}.new {HOLDER}"
     )
-    lines = [
+    return "\n".join([
         f"mkdir -p {HOST_LOCK_DIR}",
         f"exec {LOCK_FD}>>{LOCK}",
         f"if ! flock -n {LOCK_FD}; then",
@@ -50,14 +50,12 @@ def take(who: str, task: str, pid: int, timeout: int, then: str = "") -> str:
         "fi",
         holder,
         f"echo {LOCKED}",
-        *([then] if then else []),
-        f"echo {HELD}",
-        "cat >/dev/null",
-        f"flock {RUN_LOCK} true",
-    ]
-    return "\n".join(lines)
+    ])
 
 
+def hold() -> str:
+    """Say the lock is held, and hold it until stdin closes and no step of the run holds RUN_LOCK."""
+    return "\n".join([f"echo {HELD}", "cat >/dev/null", f"flock {RUN_LOCK} true"])
 
 
 def status() -> str:

@@ -211,7 +211,7 @@ def test_deploys_facts_read_brings_a_stopped_engine_up_before_it_reads_the_conta
 
 
 def test_the_host_lock_is_taken_recorded_and_held_until_stdin_closes():
-    assert lock.take("ops@laptop", "deploy.registry-ui", 4242, 300, "echo facts") == (
+    assert lock.take("ops@laptop", "deploy.registry-ui", 4242, 300) == (
         "mkdir -p /var/lib/dockyard/lock\n"
         "exec 9>>/var/lib/dockyard/lock/host.lock\n"
         "if ! flock -n 9; then\n"
@@ -223,12 +223,10 @@ def test_the_host_lock_is_taken_recorded_and_held_until_stdin_closes():
         "'\"ops@laptop\"' '\"deploy.registry-ui\"' \"${SSH_CLIENT%% *}\" \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" "
         "> /var/lib/dockyard/lock/holder.json.new\n"
         "mv /var/lib/dockyard/lock/holder.json.new /var/lib/dockyard/lock/holder.json\n"
-        "echo ::locked\n"
-        "echo facts\n"
-        "echo ::held\n"
-        "cat >/dev/null\n"
-        "flock /var/lib/dockyard/lock/run.lock true"
+        "echo ::locked"
     )
+    # what the run does first under the lock comes between the two
+    assert lock.hold() == "echo ::held\ncat >/dev/null\nflock /var/lib/dockyard/lock/run.lock true"
     # a name that is not plain text reaches the holder file as a JSON string, never as shell
     assert """'"o'"'"'p"' '"x\\""'""" in lock.take("o'p", 'x"', 1, 1)
 

@@ -11,6 +11,7 @@ import pytest
 from dockyard import day_two
 from dockyard.cli import app
 from dockyard.commands import app as commands
+from dockyard.commands import lock as lock_commands
 from dockyard.commands import swarm as swarm_commands
 from dockyard.contract import APP_SERVICE, CLUSTER_NETWORK
 from dockyard.environment import Env
@@ -260,8 +261,7 @@ def test_on_a_swarm_rollback_updates_the_services_image_back_and_waits_for_swarm
                 ("docker service update", (0, "", ""))])
     app.rollback(task_context(project))
     read, update = ran
-    assert read.endswith(commands.service_rollback_facts() + "\necho ::held\ncat >/dev/null\n"
-                                                              "flock /var/lib/dockyard/lock/run.lock true")
+    assert read.endswith(f"{commands.service_rollback_facts()}\n{lock_commands.hold()}\n")
     assert update == swarm_commands.update_image(T1, swarm_commands.UPDATE_TIMEOUT, "rollback")
 
 

@@ -3,9 +3,13 @@
 import getpass
 import os
 import socket
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 from dockyard import lock
+from dockyard.commands import lock as commands
 from dockyard.commands.lock import BUSY, WAITING
+from dockyard.report import Reporter
 from tests.conftest import REPO
 
 BUSY_OUTPUT = (REPO / "tests/fixtures/facts/lock-busy.txt").read_text()
@@ -33,3 +37,24 @@ def test_a_missing_or_foreign_record_is_described_as_such():
 def test_a_claim_names_this_user_machine_and_process():
     claim = lock.Claim("deploy", 300)
     assert (claim.who, claim.pid) == (f"{getpass.getuser()}@{socket.gethostname()}", os.getpid())
+
+
+def test_what_runs_first_under_the_lock_is_worked_out_after_the_host_was_asked_for_the_lock():
+    sent = []
+
+    class Host:
+        record = SimpleNamespace(name="web1")
+
+        @contextmanager
+        def held(self, script, what, ready, on_line):
+            sent.extend(script)
+            yield "::locked\nfacts"
+
+    def facts() -> str:
+        sent.append("worked out")
+        return "echo facts"
+
+    claim = lock.Claim("deploy", 300)
+    with lock.held(Host(), Reporter(), claim, facts, "read facts") as printed:
+        assert printed == "facts"
+    assert sent == [commands.take(claim.who, "deploy", claim.pid, 300), "worked out", "echo facts", commands.hold()]

@@ -54,7 +54,7 @@ class ScriptedHost(HostConnection):
 
     @contextmanager
     def held(self, script, what, ready, on_line):
-        status, out, err = self._exec("sh -s", [script.encode()], None)
+        status, out, err = self._exec("sh -s", [f"{part}\n".encode() for part in script], None)
         printed = []
         for line in out.splitlines():
             if line == ready:
