@@ -36,9 +36,9 @@ from dockyard import contract, deploy, front_door, release  # noqa: E402
 from dockyard.environment import Env  # noqa: E402
 from dockyard.lock import Claim  # noqa: E402
 from dockyard.report import Reporter  # noqa: E402
-from dockyard.spec import NETWORK, Target  # noqa: E402
+from dockyard.spec import NETWORK  # noqa: E402
 from dockyard.ssh import STATS  # noqa: E402
-from roles import MODULES, proxy  # noqa: E402
+from roles import proxy  # noqa: E402
 
 CLAIM = Claim("bench", 300)  # the host lock each measured run takes, as the tasks do
 
@@ -308,12 +308,8 @@ def peers_side_by_side(bench: Bench, results: Results, runs: int) -> None:
 
 def shipped_refs(env: Env) -> list[str]:
     """The local images a deploy of `env` ships or pushes to its hosts."""
-    online = env.images_source() == "online"
-    specs = [
-        MODULES[role].declare(Target(env.inventory, record, online))
-        for record in env.hosts() for role in record.roles
-    ]
-    return sorted({built.ref for built in deploy.build_images(env, specs, online).values()})
+    declared = deploy.declare(env, env.hosts())
+    return sorted({want.image.local_ref for wants in declared.values() for want in wants if want.image.local_ref})
 
 
 def shaped_uplink(bench: Bench, results: Results) -> None:
