@@ -9,7 +9,7 @@ from roles.webhook import HISTORY_FILE
 
 HISTORY_DIR = HISTORY_FILE.rpartition("/")[0]
 
-POLL_SECONDS = 0.2  # on the host: polling there costs no round trip
+POLL_SECONDS = 0.1  # on the host: polling there costs no round trip
 
 
 def count() -> str:

@@ -74,7 +74,9 @@ READ_TIMEOUT = 10  # seconds a client may stall while sending a request
 LINGER_SECONDS = 2  # after refusing a body unread, how long to swallow it so the client still reads our answer
 CALLBACK_TIMEOUT = 10
 LOCK_TIMEOUT = 600  # seconds a redeploy waits for the host lock while a deploy holds it
-LOCK_POLL = 0.5
+# A release pushes under the lock, and the registry calls the listener before the release lets go: a short poll
+# starts the redeploy as soon as it does.
+LOCK_POLL = 0.05
 HUB_MEDIA_TYPES = frozenset({"application/json"})
 
 log = logging.getLogger("dockyard-webhook")

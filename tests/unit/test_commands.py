@@ -44,7 +44,7 @@ def test_the_webhook_log_and_its_audit_log_are_read_with_plain_commands():
     assert history.read(last=20) == "tail -n 20 /var/lib/dockyard/webhook/history.jsonl 2>/dev/null || true"
     tail = "tail -n +4 /var/lib/dockyard/webhook/history.jsonl 2>/dev/null"
     assert history.read(since=3, until_tag="v2", timeout=1) == (
-        f"i=0; until {tail} | grep -qF '\"tag\": \"v2\"' || [ $i -ge 5 ]; do i=$((i+1)); sleep 0.2; done; "
+        f"i=0; until {tail} | grep -qF '\"tag\": \"v2\"' || [ $i -ge 10 ]; do i=$((i+1)); sleep 0.1; done; "
         f"{tail} || true"
     )
 
