@@ -56,16 +56,16 @@ def converge(env: Env, claim: Claim | None, only: tuple[str, ...] | None = None,
         # each host connects and is asked for its lock while the hosts are declared here
         hosts = [(r, pool.submit(one_host, r)) for r in records]
         try:
-            try:
-                declared.set_result(declare(env, records, only))
-            except BaseException as e:
-                declared.set_exception(e)  # each host stops where it waits for what it should run
-                raise
+            declared.set_result(declare(env, records, only))
             for record, future in hosts:
                 try:
                     plans.append(future.result())
                 except DockyardError as e:
                     failures.append((record.name, e))
+        except BaseException as e:
+            if not declared.done():
+                declared.set_exception(e)  # each host stops where it waits for what it should run
+            raise
         finally:
             env.layers.stop()
     if failures:
