@@ -119,12 +119,16 @@ class State:
         """The proxy's certificate on `host` for `names`, signed by the environment's proxy CA (made the first time);
         issued again when its names or the CA change, and in its last month."""
         name = f"proxy-tls-{host}.json"
-        data = self._read_json(name, None)
         authority = self.proxy_authority()
         now = datetime.datetime.now(datetime.UTC)
         # the names and the renewal date are kept beside the certificate: a deploy reads them without parsing x509
-        if (data is None or data["names"] != names or data["ca"] != authority.certificate
-                or now >= datetime.datetime.fromisoformat(data["renew_after"])):
+        try:
+            data = self._read_json(name, None)
+            current = data is not None and (data["names"] == names and data["ca"] == authority.certificate
+                                            and now < datetime.datetime.fromisoformat(data["renew_after"]))
+        except (ValueError, KeyError, TypeError):  # not what dockyard wrote: issued again, as nothing depends on it
+            current = False
+        if not current:
             from dockyard import certificates  # x509 only when a certificate is made
 
             tls = certificates.sign(authority, names, certificates.PROXY_DAYS)

@@ -60,3 +60,17 @@ def test_a_new_ca_gets_a_new_certificate_signed_by_it(tmp_path):
     new = state.proxy_tls("web1", NAMES)
     assert new.ca != old.ca and new.ca == state.proxy_authority().certificate
     parsed(new.certificate).verify_directly_issued_by(parsed(new.ca))
+
+
+def test_a_certificate_file_that_is_not_what_dockyard_wrote_is_issued_again(tmp_path):
+    state = State(tmp_path, "t")
+    first = state.proxy_tls("web1", NAMES)
+    stored = tmp_path / "t" / "proxy-tls-web1.json"
+    written = json.loads(stored.read_text())
+    for broken in ("{not json", "[]", json.dumps({"certificate": first.certificate}),
+                   json.dumps({**written, "renew_after": "soon"})):
+        stored.write_text(broken)
+        again = state.proxy_tls("web1", NAMES)
+        assert again.ca == first.ca and again.certificate != first.certificate
+        parsed(again.certificate).verify_directly_issued_by(parsed(again.ca))
+        assert json.loads(stored.read_text())["names"] == NAMES
